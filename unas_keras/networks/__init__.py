@@ -1,0 +1,69 @@
+"""Network builders: one builder per space makes the supernet and the derived network."""
+
+import inspect
+
+_MODULES = {"darts": "darts", "proxyless": "proxyless", "nb201": "nb201"}
+
+
+def _module(space):
+    import importlib
+
+    if space not in _MODULES:
+        raise ValueError(f"Unknown search space {space!r}; expected one of {sorted(_MODULES)}.")
+    return importlib.import_module(f"unas_keras.networks.{_MODULES[space]}")
+
+
+def _check_options(builder, options, what):
+    allowed = [
+        name for name, p in inspect.signature(builder).parameters.items()
+        if p.kind == p.KEYWORD_ONLY or (p.default is not inspect.Parameter.empty)
+    ]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for {what}; allowed: {sorted(allowed)}.")
+
+
+def build_model(architecture, num_classes, input_shape, **options):
+    """Builds the derived network of an architecture as a plain `keras.Model`.
+
+    Args:
+        architecture: a `unas_keras.Architecture`.
+        num_classes: number of output classes.
+        input_shape: `(height, width, channels)`.
+        **options: network options of the space. DARTS: `init_channels` (36),
+            `num_cells` (20), `auxiliary` (False), `drop_path_rate` (0.0); an
+            input side >= 128 selects the ImageNet stem. Proxyless:
+            `width_multiplier` (1.0), `dropout_rate`. NB201: `channels` (16),
+            `cells_per_stage` (5).
+
+    Returns:
+        A `keras.Model` that trains with `fit` and saves as `.keras`.
+    """
+    from unas_keras.space import Architecture
+
+    if not isinstance(architecture, Architecture):
+        raise ValueError(f"build_model needs a unas_keras.Architecture, got {type(architecture).__name__}.")
+    module = _module(architecture.space)
+    builder = getattr(module, f"build_{architecture.space}_model")
+    _check_options(builder, options, f"a {architecture.space} network")
+    return builder(architecture.genotype, num_classes, tuple(input_shape), **options)
+
+
+def build_supernet(space, num_classes, input_shape, **options):
+    """Builds the search supernet of a space.
+
+    Args:
+        space: `"darts"`, `"proxyless"` or `"nb201"`.
+        num_classes: number of output classes.
+        input_shape: `(height, width, channels)`.
+        **options: the space's supernet options (e.g. `ops`, `init_channels`,
+            `num_cells` for DARTS; `width_multiplier`, `backbone` for proxyless).
+
+    Returns:
+        A supernet `keras.Model` called as `model((images, weights))`, with a
+        `search_space` attribute and a `mix_weights(samples)` method.
+    """
+    module = _module(space)
+    builder = getattr(module, f"build_{space}_supernet")
+    _check_options(builder, options, f"the {space} supernet")
+    return builder(num_classes, tuple(input_shape), **options)
