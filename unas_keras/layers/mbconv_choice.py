@@ -1,0 +1,163 @@
+"""The searchable MBConv layer: a weighted sum of MBConv blocks (and `zero`)."""
+
+import keras
+from keras import ops
+
+from unas_keras.layers.mbconv import MBConv, conv_output_side
+from unas_keras.space.proxyless import ZERO, parse_block
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class MBConvChoice(keras.layers.Layer):
+    """Mixture of candidate blocks of one ProxylessNAS-space layer.
+
+    Called as `layer(x, op_weights)`; returns `sum_k w[:, k] * op_k(x)` where
+    `op_k` is the `MBConv` of choice `k` (`"k{kernel}e{expansion}"`) or, for
+    `"zero"`, the identity with dropout `zero_dropout` in training (the
+    layer is skipped). `op_weights` has shape `[N, K]`: one row per example
+    (`N` = batch size) or one row for the whole minibatch (`N = 1`
+    broadcasts). A one-hot row selects one block; relaxed rows mix them.
+
+    With `skip_threshold` set, a block whose weight is `<= skip_threshold`
+    for every row is not computed at all (`keras.ops.cond`): a hard one-hot
+    minibatch sample costs one block, not `K`. Skipped blocks contribute
+    zero and get no gradient. `skip_threshold=None` always computes every
+    block (every weight then receives a gradient, even an exact zero).
+
+    Args:
+        out_channels: output width of every block.
+        stride: stride of every block (1 or 2).
+        choices: the candidate names, in the order of the weight columns
+            (e.g. `unas_keras.space.proxyless.OPTIONAL_CHOICES`). `"zero"`
+            needs stride 1 and an input width equal to `out_channels`.
+        zero_dropout: dropout rate of the `"zero"` candidate in training.
+        skip_threshold: float or `None`, see above (default 0.0: blocks with
+            exactly zero weight everywhere are skipped).
+        bn_epsilon: BatchNormalization epsilon of the blocks.
+        bn_momentum: BatchNormalization momentum of the blocks.
+        bn_affine: whether the blocks' BatchNormalization has scale/offset.
+        name: layer name.
+        **kwargs: other `keras.layers.Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        out_channels,
+        stride,
+        choices,
+        zero_dropout=0.1,
+        skip_threshold=0.0,
+        bn_epsilon=1e-3,
+        bn_momentum=0.99,
+        bn_affine=False,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        choices = tuple(choices)
+        if not choices:
+            raise ValueError("MBConvChoice needs at least one choice.")
+        if len(set(choices)) != len(choices):
+            raise ValueError(f"MBConvChoice choices must be distinct, got {list(choices)}.")
+        parsed = [parse_block(c) for c in choices]  # raises on malformed names
+        if ZERO in choices and stride != 1:
+            raise ValueError(f"MBConvChoice: 'zero' needs stride 1, got stride {stride}.")
+        if not 0.0 <= zero_dropout < 1.0:
+            raise ValueError(f"MBConvChoice zero_dropout must be in [0, 1), got {zero_dropout}.")
+        if skip_threshold is not None and not skip_threshold >= 0.0:
+            raise ValueError(f"MBConvChoice skip_threshold must be >= 0 or None, got {skip_threshold}.")
+        self.out_channels = out_channels
+        self.stride = stride
+        self.choices = choices
+        self.zero_dropout = zero_dropout
+        self.skip_threshold = skip_threshold
+        self.bn_epsilon = bn_epsilon
+        self.bn_momentum = bn_momentum
+        self.bn_affine = bn_affine
+        self.candidates = []
+        for choice, block in zip(choices, parsed):
+            if block is None:
+                op = keras.layers.Dropout(zero_dropout, name=ZERO, dtype=self.dtype_policy)
+            else:
+                kernel, expansion = block
+                op = MBConv(
+                    out_channels, kernel, expansion, stride=stride, bn_epsilon=bn_epsilon,
+                    bn_momentum=bn_momentum, bn_affine=bn_affine, name=choice,
+                    dtype=self.dtype_policy)
+            self.candidates.append(op)
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        input_shape = tuple(input_shape)
+        if ZERO in self.choices and input_shape[-1] != self.out_channels:
+            raise ValueError(
+                f"MBConvChoice {self.name!r}: 'zero' needs input width == out_channels "
+                f"({self.out_channels}), got input shape {input_shape}."
+            )
+        for op in self.candidates:
+            op.build(input_shape)
+        self.built = True
+
+    def candidate(self, choice):
+        """Returns the layer of candidate `choice` (e.g. `"k3e6"`)."""
+        if choice not in self.choices:
+            raise ValueError(f"{self.name!r} has no candidate {choice!r}; it has {list(self.choices)}.")
+        return self.candidates[self.choices.index(choice)]
+
+    def compute_output_shape(self, input_shape, op_weights_shape=None):
+        batch, height, width = tuple(input_shape)[:3]
+        return (batch, conv_output_side(height, self.stride), conv_output_side(width, self.stride),
+                self.out_channels)
+
+    def call(self, inputs, op_weights, training=None):
+        op_weights = ops.convert_to_tensor(op_weights, dtype=inputs.dtype)
+        if len(op_weights.shape) != 2 or (op_weights.shape[-1] not in (None, len(self.choices))):
+            raise ValueError(
+                f"MBConvChoice {self.name!r}: op_weights must have shape [N, {len(self.choices)}], "
+                f"got {tuple(op_weights.shape)}."
+            )
+        out_shape = None
+        total = None
+        for k, op in enumerate(self.candidates):
+            column = op_weights[:, k]
+            scale = ops.reshape(column, (-1, 1, 1, 1))
+
+            def branch(op=op, scale=scale):
+                return scale * op(inputs, training=training)
+
+            if self.skip_threshold is None:
+                term = branch()
+            else:
+                if out_shape is None:
+                    static = self.compute_output_shape(inputs.shape)
+                    dynamic = ops.shape(inputs)
+                    out_shape = tuple(
+                        dynamic[i] if s is None else s for i, s in enumerate(static[:3])
+                    ) + (self.out_channels,)
+                    if static[1] is None or static[2] is None:
+                        out_shape = (out_shape[0],
+                                     (dynamic[1] + self.stride - 1) // self.stride,
+                                     (dynamic[2] + self.stride - 1) // self.stride,
+                                     self.out_channels)
+
+                def skipped(out_shape=out_shape):
+                    return ops.zeros(out_shape, dtype=inputs.dtype)
+
+                term = ops.cond(ops.any(column > self.skip_threshold), branch, skipped)
+            total = term if total is None else total + term
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            out_channels=self.out_channels,
+            stride=self.stride,
+            choices=list(self.choices),
+            zero_dropout=self.zero_dropout,
+            skip_threshold=self.skip_threshold,
+            bn_epsilon=self.bn_epsilon,
+            bn_momentum=self.bn_momentum,
+            bn_affine=self.bn_affine,
+        )
+        return config
