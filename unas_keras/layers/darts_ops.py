@@ -1,0 +1,375 @@
+"""The operations of the DARTS cell space as Keras layers (channels_last).
+
+Each layer matches the corresponding module of the DARTS evaluation network
+(Liu et al., "DARTS: Differentiable Architecture Search", ICLR 2019): same
+structure, no convolution biases, the same parameter count, and PyTorch's
+symmetric `k // 2` padding (strided layers pad explicitly, because Keras
+`"same"` padding with stride 2 pads only the bottom/right side). Batch
+normalization uses PyTorch's defaults (epsilon 1e-5, momentum 0.1, i.e. Keras
+momentum 0.9); `affine=False` drops its scale and offset, as in the search
+network.
+
+Use `make_op(name, channels, stride, affine)` to build an operation by name.
+"""
+
+import keras
+from keras import ops
+
+from unas_keras.space.darts import ALL_OPS
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def batch_norm(affine, name):
+    """A BatchNormalization layer with the DARTS (PyTorch default) settings."""
+    return keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
+    )
+
+
+def _check_stride(stride):
+    if stride not in (1, 2):
+        raise ValueError(f"DARTS operations support stride 1 or 2, got {stride!r}.")
+    return stride
+
+
+def _strided_size(size, stride):
+    """Output side of a DARTS strided layer (ceil(size / stride)); None stays None."""
+    return None if size is None else -(-size // stride)
+
+
+def _reduced_shape(input_shape, stride, channels=None):
+    batch, height, width, in_channels = input_shape
+    return (
+        batch,
+        _strided_size(height, stride),
+        _strided_size(width, stride),
+        in_channels if channels is None else channels,
+    )
+
+
+def _build_chain(layers, input_shape):
+    """Builds `layers` in order, feeding each the output shape of the previous one."""
+    shape = input_shape
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    return shape
+
+
+def _pad(x, amount, value=0.0):
+    """Symmetric spatial padding of an NHWC tensor."""
+    return ops.pad(x, [[0, 0], [amount, amount], [amount, amount], [0, 0]], constant_values=value)
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class Zero(keras.layers.Layer):
+    """The `none` operation: zeros, spatially strided like the other operations.
+
+    Args:
+        stride: 1 or 2.
+        **kwargs: base `Layer` arguments (`name`, ...).
+    """
+
+    def __init__(self, stride=1, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = _check_stride(stride)
+
+    def call(self, inputs):
+        return ops.zeros_like(inputs[:, :: self.stride, :: self.stride, :])
+
+    def compute_output_shape(self, input_shape):
+        return _reduced_shape(input_shape, self.stride)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class Pool3x3(keras.layers.Layer):
+    """3x3 max or average pooling with padding 1 (DARTS `max_pool_3x3` / `avg_pool_3x3`).
+
+    The average excludes the padded positions (PyTorch `count_include_pad=False`);
+    the maximum ignores them.
+
+    Args:
+        pool_type: `"max"` or `"avg"`.
+        stride: 1 or 2.
+        **kwargs: base `Layer` arguments.
+    """
+
+    def __init__(self, pool_type="max", stride=1, **kwargs):
+        super().__init__(**kwargs)
+        if pool_type not in ("max", "avg"):
+            raise ValueError(f"pool_type must be 'max' or 'avg', got {pool_type!r}.")
+        self.pool_type = pool_type
+        self.stride = _check_stride(stride)
+
+    def call(self, inputs):
+        if self.stride == 1:
+            # Keras "same" at stride 1 pads 1 on each side, ignores the padding
+            # in the max and excludes it from the average's count.
+            pool = ops.max_pool if self.pool_type == "max" else ops.average_pool
+            return pool(inputs, 3, 1, padding="same")
+        if self.pool_type == "max":
+            return ops.max_pool(_pad(inputs, 1, float("-inf")), 3, 2, padding="valid")
+        total = ops.average_pool(_pad(inputs, 1), 3, 2, padding="valid")
+        ones = ops.ones_like(inputs[:1, :, :, :1])
+        fraction = ops.average_pool(_pad(ones, 1), 3, 2, padding="valid")
+        return total / fraction
+
+    def compute_output_shape(self, input_shape):
+        return _reduced_shape(input_shape, self.stride)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_type": self.pool_type, "stride": self.stride}
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class ReLUConvBN(keras.layers.Layer):
+    """ReLU -> k x k convolution (no bias, padding k // 2) -> BN (cell preprocessing).
+
+    Args:
+        filters: output channels.
+        kernel_size: odd kernel side (DARTS preprocessing uses 1).
+        stride: 1 or 2.
+        affine: whether the BN has scale and offset parameters.
+        **kwargs: base `Layer` arguments.
+    """
+
+    def __init__(self, filters, kernel_size=1, stride=1, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = _check_stride(stride)
+        self.affine = affine
+        self._padding = kernel_size // 2
+        self.conv = keras.layers.Conv2D(
+            filters, kernel_size, strides=stride, padding="valid", use_bias=False, name="conv"
+        )
+        self.bn = batch_norm(affine, "bn")
+
+    def build(self, input_shape):
+        _, height, width, channels = input_shape
+        p2 = 2 * self._padding
+        padded = (input_shape[0], None if height is None else height + p2,
+                  None if width is None else width + p2, channels)
+        _build_chain([self.conv, self.bn], padded)
+
+    def call(self, inputs, training=None):
+        x = ops.relu(inputs)
+        if self._padding:
+            x = _pad(x, self._padding)
+        return self.bn(self.conv(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _reduced_shape(input_shape, self.stride, self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "affine": self.affine,
+        }
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class FactorizedReduce(keras.layers.Layer):
+    """ReLU, two 1x1 stride-2 convolutions (the second shifted by one pixel), concatenated, BN.
+
+    Halves the spatial size; `skip_connect` at stride 2 and the preprocessing
+    after a reduction cell. Odd sides are supported (the shifted branch is
+    padded at the end; even sides, the DARTS case, are unaffected).
+
+    Args:
+        filters: output channels, even.
+        affine: whether the BN has scale and offset parameters.
+        **kwargs: base `Layer` arguments.
+    """
+
+    def __init__(self, filters, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        if filters % 2:
+            raise ValueError(f"FactorizedReduce needs an even number of filters, got {filters}.")
+        self.filters = filters
+        self.affine = affine
+        self.conv_1 = keras.layers.Conv2D(filters // 2, 1, strides=2, use_bias=False, name="conv_1")
+        self.conv_2 = keras.layers.Conv2D(filters // 2, 1, strides=2, use_bias=False, name="conv_2")
+        self.bn = batch_norm(affine, "bn")
+
+    def build(self, input_shape):
+        self.conv_1.build(input_shape)
+        self.conv_2.build(input_shape)
+        self.bn.build(self.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
+        x = ops.relu(inputs)
+        shifted = ops.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        y = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
+        return self.bn(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _reduced_shape(input_shape, 2, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "affine": self.affine}
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class SepConv(keras.layers.Layer):
+    """DARTS separable convolution: (ReLU, depthwise k x k, pointwise, BN) twice.
+
+    Only the first depthwise convolution is strided.
+
+    Args:
+        filters: output channels (the intermediate width is the input width).
+        kernel_size: 3, 5 or 7 in DARTS (any odd size works).
+        stride: 1 or 2.
+        affine: whether the BNs have scale and offset parameters.
+        **kwargs: base `Layer` arguments.
+    """
+
+    def __init__(self, filters, kernel_size=3, stride=1, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = _check_stride(stride)
+        self.affine = affine
+        self._padding = kernel_size // 2
+        first_padding = "same" if stride == 1 else "valid"
+        self.dw_1 = keras.layers.DepthwiseConv2D(
+            kernel_size, strides=stride, padding=first_padding, use_bias=False, name="dw_1"
+        )
+        self.bn_1 = batch_norm(affine, "bn_1")
+        self.dw_2 = keras.layers.DepthwiseConv2D(kernel_size, padding="same", use_bias=False, name="dw_2")
+        self.pw_2 = keras.layers.Conv2D(filters, 1, use_bias=False, name="pw_2")
+        self.bn_2 = batch_norm(affine, "bn_2")
+
+    def build(self, input_shape):
+        # The intermediate width is the input width, known only here.
+        self.pw_1 = keras.layers.Conv2D(input_shape[-1], 1, use_bias=False, name="pw_1")
+        shape = input_shape
+        if self.stride > 1:
+            p2 = 2 * self._padding
+            shape = (shape[0], None if shape[1] is None else shape[1] + p2,
+                     None if shape[2] is None else shape[2] + p2, shape[3])
+        _build_chain([self.dw_1, self.pw_1, self.bn_1, self.dw_2, self.pw_2, self.bn_2], shape)
+
+    def call(self, inputs, training=None):
+        x = ops.relu(inputs)
+        if self.stride > 1:
+            x = _pad(x, self._padding)
+        x = self.bn_1(self.pw_1(self.dw_1(x)), training=training)
+        x = ops.relu(x)
+        return self.bn_2(self.pw_2(self.dw_2(x)), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _reduced_shape(input_shape, self.stride, self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "affine": self.affine,
+        }
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class DilConv(keras.layers.Layer):
+    """DARTS dilated separable convolution: ReLU, depthwise k x k with dilation 2, pointwise, BN.
+
+    Padding is `2 * (k // 2)` as in DARTS. At stride 2 the layer subsamples
+    first and then applies the undilated kernel: a stride-2, dilation-2
+    convolution with that padding only ever reads even input positions, so the
+    result is identical and a quarter of the work.
+
+    Args:
+        filters: output channels.
+        kernel_size: 3 or 5 in DARTS (any odd size works).
+        stride: 1 or 2.
+        affine: whether the BN has scale and offset parameters.
+        **kwargs: base `Layer` arguments.
+    """
+
+    dilation_rate = 2
+
+    def __init__(self, filters, kernel_size=3, stride=1, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = _check_stride(stride)
+        self.affine = affine
+        self.dw = keras.layers.DepthwiseConv2D(
+            kernel_size,
+            padding="same",
+            dilation_rate=self.dilation_rate if stride == 1 else 1,
+            use_bias=False,
+            name="dw",
+        )
+        self.pw = keras.layers.Conv2D(filters, 1, use_bias=False, name="pw")
+        self.bn = batch_norm(affine, "bn")
+
+    def build(self, input_shape):
+        _build_chain([self.dw, self.pw, self.bn], _reduced_shape(input_shape, self.stride))
+
+    def call(self, inputs, training=None):
+        x = ops.relu(inputs)
+        if self.stride > 1:
+            x = x[:, :: self.stride, :: self.stride, :]
+        return self.bn(self.pw(self.dw(x)), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _reduced_shape(input_shape, self.stride, self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "affine": self.affine,
+        }
+
+
+def is_identity(op_name, stride):
+    """Whether `op_name` at `stride` is the identity (no drop-path in DARTS)."""
+    return op_name == "skip_connect" and stride == 1
+
+
+def make_op(op_name, channels, stride=1, affine=True, name=None):
+    """Builds the DARTS operation `op_name` as a Keras layer.
+
+    Args:
+        op_name: one of `unas_keras.space.darts.ALL_OPS`.
+        channels: input and output channels.
+        stride: 1, or 2 for the edges from the cell inputs of a reduction cell.
+        affine: whether batch normalizations have scale and offset parameters
+            (True in derived networks, False in the search supernet).
+        name: layer name.
+
+    Returns:
+        A Keras layer mapping `[B, H, W, channels]` to
+        `[B, ceil(H / stride), ceil(W / stride), channels]`.
+
+    Raises:
+        ValueError: for an unknown operation or a stride other than 1 or 2.
+    """
+    _check_stride(stride)
+    if op_name == "none":
+        return Zero(stride, name=name)
+    if op_name in ("max_pool_3x3", "avg_pool_3x3"):
+        return Pool3x3(op_name[:3], stride, name=name)
+    if op_name == "skip_connect":
+        if stride == 1:
+            return keras.layers.Identity(name=name)
+        return FactorizedReduce(channels, affine=affine, name=name)
+    if op_name in ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7"):
+        return SepConv(channels, int(op_name[-1]), stride, affine=affine, name=name)
+    if op_name in ("dil_conv_3x3", "dil_conv_5x5"):
+        return DilConv(channels, int(op_name[-1]), stride, affine=affine, name=name)
+    raise ValueError(f"Unknown DARTS operation {op_name!r}; allowed: {list(ALL_OPS)}.")
