@@ -1,0 +1,163 @@
+"""`LatencyModel`: the latency term of a latency-constrained UNAS search.
+
+The search engine needs two things (see the engine interface):
+
+* `predict_ms(architecture)` -> float, the non-differentiable latency L_n(z)
+  of a hard sample (a lookup-table sum, or a real measurement);
+* `surrogate_weights(search_space)` -> `(bias, {decision: [rows, choices]})`,
+  the linear surrogate g whose value at a relaxed sample is differentiable.
+
+`LatencyModel.for_space` builds (or loads from `cache_dir`) the per-block
+lookup table of a ProxylessNAS space and derives g from it. Because the table
+sum is additive over layers and each layer's block depends only on its
+position and choice, the table is exactly linear in the one-hot choices;
+`surrogate="lut"` (default) reads g's weights straight from the table (zero
+error), `surrogate="ridge"` fits the ridge regression of the release on
+`num_samples` random architectures scored by the table (cheap: no timing).
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from unas_keras.latency import blocks as blocks_lib
+from unas_keras.latency.lookup_table import LookupTable, build_lookup_table
+from unas_keras.latency.surrogate import LatencySurrogate, _resolve_space, fit_latency_surrogate
+
+
+def lookup_table_surrogate(table, search_space):
+    """The exact linear decomposition of a lookup table as a `LatencySurrogate`.
+
+    `bias` = overhead + stem + head; `W["first"][r, k]` / `W["optional"][r, k]`
+    = the table's contribution of choice `k` at that layer (0 for `zero`).
+    """
+    from unas_keras.space.proxyless import BLOCK_CHOICES, OPTIONAL_CHOICES
+
+    space = _resolve_space(search_space)
+    if getattr(space, "name", None) != "proxyless":
+        raise ValueError("lookup_table_surrogate needs the proxyless space.")
+    if space.backbone != table.backbone:
+        raise ValueError("The search space's backbone differs from the latency table's backbone.")
+    stem, layers, head = blocks_lib.layer_blocks(space.backbone, table.input_shape, table.num_classes)
+    bias = table.invoke_overhead_ms + table.block_latency(stem.key) + table.block_latency(head.key)
+    first, optional = [], []
+    for options, (_, _, is_first) in zip(layers, space.backbone.layer_plan()):
+        names = BLOCK_CHOICES if is_first else OPTIONAL_CHOICES
+        row = [0.0 if options[c] is None else table.block_latency(options[c].key) for c in names]
+        (first if is_first else optional).append(row)
+    weights = {"first": np.array(first)}
+    if optional:
+        weights["optional"] = np.array(optional)
+    return LatencySurrogate(space, bias, weights)
+
+
+class LatencyModel:
+    """Latency of architectures: exact (non-differentiable) and linear surrogate.
+
+    Args:
+        predict_fn: callable architecture -> ms (e.g. `LookupTable.predict`,
+            or a function that builds, converts and measures the network).
+        surrogate: a `LatencySurrogate` (g).
+        table: the `LookupTable` behind `predict_fn`, if any.
+    """
+
+    def __init__(self, predict_fn, surrogate, table=None):
+        if not callable(predict_fn):
+            raise ValueError("predict_fn must be callable (architecture -> milliseconds).")
+        if not isinstance(surrogate, LatencySurrogate):
+            raise ValueError(f"surrogate must be a LatencySurrogate, got {type(surrogate).__name__}.")
+        self._predict_fn = predict_fn
+        self.surrogate = surrogate
+        self.table = table
+
+    def predict_ms(self, architecture):
+        """L_n(architecture): milliseconds (lookup-table sum or measurement)."""
+        return float(self._predict_fn(architecture))
+
+    def surrogate_ms(self, architecture):
+        """g(architecture): the linear surrogate's milliseconds."""
+        return self.surrogate.predict(architecture)
+
+    def surrogate_weights(self, search_space=None):
+        """`(bias, {decision_name: [rows, choices] array})` of the linear surrogate g.
+
+        Args:
+            search_space: optional space object whose decisions must match.
+        """
+        return self.surrogate.surrogate_weights(search_space)
+
+    @classmethod
+    def for_space(cls, space="proxyless", input_shape=(64, 64, 3), num_classes=10, threads=1,
+                  cache_dir=None, runs=20, surrogate="lut", num_samples=500, l2=1e-3, seed=0,
+                  progress=True, backbone=None, width_multiplier=1.0):
+        """Builds (or loads) the lookup table of a space and the surrogate on top.
+
+        Args:
+            space: `"proxyless"` or a proxyless search-space object (e.g.
+                `supernet.search_space`; its backbone is used).
+            input_shape: network input `(h, w, c)`.
+            num_classes: classifier width.
+            threads: LiteRT threads the table is timed with.
+            cache_dir: directory for the table (a file named after the
+                configuration); an existing one is reused, a partial one
+                resumed. `None`: build in memory.
+            runs: timed invocations per block.
+            surrogate: `"lut"` (g read off the table exactly) or `"ridge"`
+                (ridge regression on `num_samples` random architectures scored
+                by the table, as the release does with measurements).
+            num_samples: architectures for `"ridge"`.
+            l2: ridge penalty for `"ridge"`.
+            seed: sampling seed for `"ridge"`.
+            progress: progress lines while measuring (see `build_lookup_table`).
+            backbone: `MBConvBackbone` when `space` is the name.
+            width_multiplier: only 1.0 is supported.
+
+        Returns:
+            A `LatencyModel` whose `predict_ms` is the table sum.
+        """
+        from unas_keras.space.proxyless import PROXYLESS_BACKBONE, ProxylessSearchSpace
+
+        if isinstance(space, str):
+            if space != "proxyless":
+                raise ValueError(
+                    f"LatencyModel.for_space supports the proxyless space only, got {space!r}."
+                )
+            space_obj = ProxylessSearchSpace(backbone or PROXYLESS_BACKBONE)
+        else:
+            space_obj = _resolve_space(space)
+            if getattr(space_obj, "name", None) != "proxyless":
+                raise ValueError(
+                    "LatencyModel.for_space supports the proxyless space only, got "
+                    f"{getattr(space_obj, 'name', type(space_obj).__name__)!r}."
+                )
+        if surrogate not in ("lut", "ridge"):
+            raise ValueError(f"surrogate must be 'lut' or 'ridge', got {surrogate!r}.")
+        cache_path = None
+        if cache_dir is not None:
+            config = json.dumps([space_obj.backbone.to_dict(), list(input_shape), int(num_classes),
+                                 int(threads), float(width_multiplier)], sort_keys=True)
+            digest = hashlib.sha1(config.encode()).hexdigest()[:10]
+            h, w, _ = input_shape
+            cache_path = os.path.join(
+                os.fspath(cache_dir), f"lut_proxyless_{h}x{w}_n{num_classes}_t{threads}_{digest}.json")
+        table = build_lookup_table("proxyless", input_shape=input_shape, num_classes=num_classes,
+                                   threads=threads, runs=runs, cache_path=cache_path, progress=progress,
+                                   backbone=space_obj.backbone, width_multiplier=width_multiplier)
+        if surrogate == "lut":
+            g = lookup_table_surrogate(table, space_obj)
+        else:
+            archs = [space_obj.sample(seed * 1_000_003 + i) for i in range(int(num_samples))]
+            g = fit_latency_surrogate(space_obj, archs, [table.predict(a) for a in archs], l2=l2)
+        return cls(table.predict, g, table=table)
+
+    @classmethod
+    def from_lookup_table(cls, table, search_space=None):
+        """A `LatencyModel` from an existing `LookupTable` (surrogate read off the table)."""
+        from unas_keras.space.proxyless import ProxylessSearchSpace
+
+        if not isinstance(table, LookupTable):
+            table = LookupTable.load(table)
+        space = search_space if search_space is not None else ProxylessSearchSpace(table.backbone)
+        return cls(table.predict, lookup_table_surrogate(table, space), table=table)

@@ -1,0 +1,347 @@
+"""Keras -> TFLite conversion and Keras-vs-LiteRT verification.
+
+Conversion goes through a TensorFlow SavedModel (`model.export(...,
+format="tf_saved_model")` then `tf.lite.TFLiteConverter.from_saved_model`),
+the route that freezes Keras 3 variables correctly in TF 2.21. The exported
+signature has a fixed batch size (1 by default), the deployment setting that
+latency is measured in.
+"""
+
+import dataclasses
+import os
+import tempfile
+
+import numpy as np
+
+#: Supported quantization modes.
+QUANTIZE_MODES = ("none", "float16", "int8")
+
+#: Per-mode tolerance on the largest absolute difference between the Keras and
+#: the LiteRT outputs: `atol + rtol * max|keras output|`.
+TOLERANCES = {
+    "none": {"atol": 1e-5, "rtol": 1e-3},
+    "float16": {"atol": 1e-3, "rtol": 3e-2},
+    "int8": {"atol": 1e-2, "rtol": 0.25},
+}
+
+
+def _check_quantize(quantize):
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"Unknown quantize mode {quantize!r}; expected one of {list(QUANTIZE_MODES)}.")
+
+
+def model_input_shape(model, input_shape=None):
+    """Returns the `(height, width, channels)` input shape of a single-input model.
+
+    Args:
+        model: a `keras.Model`.
+        input_shape: an explicit shape overriding the model's (needed when the
+            model was built with unknown spatial dimensions).
+
+    Raises:
+        ValueError: if the model has several inputs or an unknown shape.
+    """
+    if input_shape is not None:
+        shape = tuple(int(d) for d in input_shape)
+    else:
+        inputs = getattr(model, "inputs", None)
+        if not inputs or len(inputs) != 1:
+            raise ValueError(
+                "TFLite export needs a built model with exactly one input; got "
+                f"{0 if not inputs else len(inputs)} inputs."
+            )
+        shape = tuple(inputs[0].shape[1:])
+    if not shape or any(d is None for d in shape):
+        raise ValueError(
+            f"The model input shape {shape} has unknown dimensions; pass input_shape=(h, w, c)."
+        )
+    return shape
+
+
+def _as_batches(representative_data, input_shape):
+    """Yields float32 arrays of shape [1, *input_shape] from arrays or an iterable."""
+    if isinstance(representative_data, np.ndarray):
+        samples = representative_data
+        if samples.shape[1:] != tuple(input_shape):
+            raise ValueError(
+                f"representative_data has sample shape {samples.shape[1:]}, the model expects "
+                f"{tuple(input_shape)}."
+            )
+        for sample in samples:
+            yield sample[None].astype(np.float32)
+        return
+    for sample in representative_data:
+        sample = np.asarray(sample, dtype=np.float32)
+        if sample.shape == tuple(input_shape):
+            sample = sample[None]
+        if sample.shape[1:] != tuple(input_shape):
+            raise ValueError(
+                f"representative_data sample has shape {sample.shape}, the model expects "
+                f"{tuple(input_shape)} (or a batch of them)."
+            )
+        for row in sample:
+            yield row[None]
+
+
+def convert_to_tflite(model, quantize="none", representative_data=None, input_shape=None,
+                      batch_size=1, integer_io=False):
+    """Converts a Keras model to a TFLite flatbuffer.
+
+    Args:
+        model: a single-input `keras.Model` (e.g. from `unas_keras.build_model`).
+        quantize: `"none"` (float32), `"float16"` (float16 weights) or
+            `"int8"` (full-integer quantization: every operator in int8,
+            calibrated on `representative_data`).
+        representative_data: calibration inputs for `"int8"`: an array
+            `[N, h, w, c]` or an iterable of such arrays / single samples,
+            ideally drawn from the training data (100-500 samples).
+        input_shape: `(h, w, c)` override when the model's input shape has
+            unknown dimensions.
+        batch_size: batch dimension of the exported signature (1 for on-device
+            latency).
+        integer_io: for `"int8"`: make the model's input and output int8 too
+            (otherwise they stay float32, with (de)quantization at the edges).
+
+    Returns:
+        The `.tflite` model as bytes.
+
+    Raises:
+        ValueError: on an unknown mode, a missing or mis-shaped calibration set,
+            or a model that cannot be exported.
+    """
+    _check_quantize(quantize)
+    import tensorflow as tf
+
+    shape = model_input_shape(model, input_shape)
+    if quantize == "int8":
+        if representative_data is None:
+            raise ValueError("quantize='int8' needs representative_data (calibration inputs).")
+        calibration = list(_as_batches(representative_data, shape))
+        if not calibration:
+            raise ValueError("representative_data is empty.")
+    elif integer_io:
+        raise ValueError("integer_io=True needs quantize='int8'.")
+    signature = [tf.TensorSpec((batch_size,) + shape, tf.float32)]
+    with tempfile.TemporaryDirectory(prefix="unas_keras_tflite_") as tmp:
+        export_dir = os.path.join(tmp, "saved_model")
+        model.export(export_dir, format="tf_saved_model", input_signature=signature, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([x] for x in calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if integer_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        return bytes(converter.convert())
+
+
+def make_interpreter(tflite_model, threads=1):
+    """Returns an allocated LiteRT interpreter.
+
+    Args:
+        tflite_model: `.tflite` bytes or a path to a `.tflite` file.
+        threads: number of CPU threads.
+
+    Raises:
+        ValueError: if the file is missing or is not a valid TFLite model.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}.")
+    try:
+        if isinstance(tflite_model, (bytes, bytearray)):
+            interpreter = Interpreter(model_content=bytes(tflite_model), num_threads=int(threads))
+        else:
+            path = os.fspath(tflite_model)
+            if not os.path.isfile(path):
+                raise ValueError(f"TFLite model file not found: {path}")
+            interpreter = Interpreter(model_path=path, num_threads=int(threads))
+        interpreter.allocate_tensors()
+    except ValueError as err:
+        if "not found" in str(err):
+            raise
+        raise ValueError(f"Not a valid TFLite model: {str(err).splitlines()[0]}") from None
+    except RuntimeError as err:
+        raise ValueError(f"Not a valid TFLite model: {str(err).splitlines()[0]}") from None
+    return interpreter
+
+
+def _quantize_input(x, detail):
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return x.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize_output(y, detail):
+    if detail["dtype"] == np.float32:
+        return y
+    scale, zero_point = detail["quantization"]
+    return (y.astype(np.float32) - zero_point) * scale
+
+
+def run_tflite(tflite_model, inputs, threads=1):
+    """Runs a single-input TFLite model on every sample of `inputs`.
+
+    Args:
+        tflite_model: `.tflite` bytes or path.
+        inputs: float array `[N, h, w, c]`.
+        threads: CPU threads.
+
+    Returns:
+        float32 array `[N, ...]` of outputs (dequantized for integer models).
+    """
+    interpreter = make_interpreter(tflite_model, threads)
+    in_detail = interpreter.get_input_details()[0]
+    out_detail = interpreter.get_output_details()[0]
+    batch = int(in_detail["shape"][0])
+    inputs = np.asarray(inputs, dtype=np.float32)
+    if tuple(inputs.shape[1:]) != tuple(in_detail["shape"][1:]):
+        raise ValueError(
+            f"inputs have sample shape {inputs.shape[1:]}, the TFLite model expects "
+            f"{tuple(int(d) for d in in_detail['shape'][1:])}."
+        )
+    outputs = []
+    for start in range(0, len(inputs), batch):
+        chunk = inputs[start:start + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+        interpreter.set_tensor(in_detail["index"], _quantize_input(chunk, in_detail))
+        interpreter.invoke()
+        out = _dequantize_output(interpreter.get_tensor(out_detail["index"]), out_detail)
+        outputs.append(np.array(out[:batch - pad]))
+    return np.concatenate(outputs, axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyReport:
+    """Keras-vs-LiteRT comparison on the same inputs.
+
+    Attributes:
+        quantize: the quantization mode the tolerance was taken for.
+        num_samples: number of inputs compared.
+        max_abs_diff: largest absolute difference of any output element.
+        mean_abs_diff: mean absolute difference.
+        top1_agreement: share of samples whose arg-max class agrees.
+        output_scale: largest absolute Keras output (scales the tolerance).
+        tolerance: the allowed `max_abs_diff`.
+        passed: `max_abs_diff <= tolerance`.
+    """
+
+    quantize: str
+    num_samples: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    output_scale: float
+    tolerance: float
+    passed: bool
+
+    def summary(self):
+        """One-line human summary."""
+        status = "OK" if self.passed else "FAILED"
+        return (
+            f"verify {status} ({self.quantize}, {self.num_samples} inputs): max |keras - tflite| = "
+            f"{self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}), top-1 agreement "
+            f"{100 * self.top1_agreement:.1f}%"
+        )
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def verify_tflite(model, tflite_model, inputs, quantize="none", threads=1, tolerance=None):
+    """Compares a Keras model with its TFLite conversion on the same inputs.
+
+    Args:
+        model: the source `keras.Model`.
+        tflite_model: `.tflite` bytes or path.
+        inputs: float array `[N, h, w, c]`.
+        quantize: the mode the model was converted with (selects the tolerance,
+            see `TOLERANCES`).
+        threads: LiteRT threads.
+        tolerance: optional explicit allowed max absolute difference.
+
+    Returns:
+        A `VerifyReport`.
+    """
+    _check_quantize(quantize)
+    inputs = np.asarray(inputs, dtype=np.float32)
+    if inputs.ndim < 2 or len(inputs) == 0:
+        raise ValueError("verify_tflite needs a non-empty batch of inputs [N, h, w, c].")
+    expected = np.asarray(model(inputs, training=False), dtype=np.float32)
+    actual = run_tflite(tflite_model, inputs, threads=threads)
+    if expected.shape != actual.shape:
+        raise ValueError(f"Output shapes differ: keras {expected.shape}, tflite {actual.shape}.")
+    diff = np.abs(expected - actual)
+    scale = float(np.max(np.abs(expected)))
+    if tolerance is None:
+        tol = TOLERANCES[quantize]
+        tolerance = tol["atol"] + tol["rtol"] * scale
+    flat_e = expected.reshape(len(expected), -1)
+    flat_a = actual.reshape(len(actual), -1)
+    agreement = float(np.mean(np.argmax(flat_e, axis=1) == np.argmax(flat_a, axis=1)))
+    max_diff = float(diff.max())
+    return VerifyReport(
+        quantize=quantize,
+        num_samples=int(len(inputs)),
+        max_abs_diff=max_diff,
+        mean_abs_diff=float(diff.mean()),
+        top1_agreement=agreement,
+        output_scale=scale,
+        tolerance=float(tolerance),
+        passed=bool(max_diff <= tolerance),
+    )
+
+
+def write_atomic(path, data):
+    """Writes bytes to `path` through a temporary file and a rename."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_keras_model(path):
+    """Loads a `.keras` model, registering unas_keras layers first.
+
+    Raises:
+        ValueError: if the file is missing or cannot be loaded.
+    """
+    import keras
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Keras model file not found: {path}")
+    for module in ("unas_keras.layers", "unas_keras.networks", "unas_keras.ops"):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+    for module in ("unas_keras.layers.mbconv", "unas_keras.networks.proxyless",
+                   "unas_keras.networks.darts", "unas_keras.networks.nb201"):
+        try:
+            __import__(module)
+        except Exception:  # noqa: BLE001 - optional registrations only
+            pass
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - any loader failure is a bad input file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"Cannot load Keras model {path}: {first}") from None
