@@ -1,0 +1,409 @@
+"""Gradient estimators on the NAS-Bench-201 table, at equal query budgets.
+
+The table's 200-epoch test accuracy is a non-differentiable black-box loss,
+`L(z) = (100 - accuracy(z)) / 100`, over the 5**6 = 15,625 cells. Under the
+same budget of table queries, this compares
+
+* random search: `budget` uniform draws, the best one seen is the answer;
+* REINFORCE: `unas_keras.estimators.get("reinforce")` on a 6x5 logit table,
+  moving-average baseline (the library's convention: the first step uses its
+  batch mean), Adam;
+* UNAS for a non-differentiable loss: `unas_keras.estimators.get("relax")`,
+  i.e. REBAR's construction with a differentiable control variate `g`
+  (spec section 2),
+      surrogate = mean(sg(L(z) - g(zeta_in)) log p(z)) + mean(g(zeta_in)),
+  where `g` is a ridge regression on the one-hot edges (and, with
+  `--pairwise`, their pairwise interactions) refitted every `--refit_every`
+  steps on all (z, L) pairs this run has queried so far (strictly earlier
+  steps; on the first step `g` is the batch mean, as REINFORCE's baseline).
+
+Both gradient methods draw `samples_per_step` architectures per step, each a
+query; the answer is the argmax of the learned distribution. Every sample
+counts as a query, repeated or not; the final architecture's accuracy is read
+from the table for reporting and is not counted. Each seed's run is
+independent of how many seeds are run (stateless noise keyed by (seed, step),
+elementwise Adam), several seeds are simply computed in one `tf.function`.
+
+    python benchmarks/nb201_tabular.py --dataset=cifar10 --budget=300 --seeds=30
+    python benchmarks/nb201_tabular.py --dataset=all --tune   # equal grids, tuning seeds
+
+The last line printed is one JSON object.
+"""
+
+import itertools
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from unas_keras import cli  # noqa: E402
+from unas_keras import nb201_table  # noqa: E402
+from unas_keras.space import nb201 as nb201_space  # noqa: E402
+
+NUM_EDGES = len(nb201_space.EDGES)
+NUM_OPS = len(nb201_space.OPS)
+PAIRS = tuple(itertools.combinations(range(NUM_EDGES), 2))
+DATASETS = tuple(nb201_table.DATASET_COLUMNS)
+
+QUERY_RULE = (
+    "every sampled architecture is one table query, repeats included (no cache); each method gets exactly "
+    "`budget` queries per seed; the final architecture's accuracy is read for reporting and not counted"
+)
+NOTE = (
+    "Comparison between estimators at equal query budgets on the table's 200-epoch test accuracies (mean over "
+    "the benchmark's seeds), used directly as the loss: a noise-free black box. NOT a reproduction of the "
+    "NAS-Bench-201 paper's protocol (12-epoch validation accuracy as the search signal, searched cells then "
+    "reported at 200 epochs); the paper's figures below are context only."
+)
+PAPER_ANCHORS_CIFAR10 = {
+    "random_search": "93.70 +- 0.36",
+    "reinforce": "93.85 +- 0.37",
+    "rea": "93.92 +- 0.30",
+    "gdas": "93.61 +- 0.09",
+    "darts": "54.30",
+    "optimum": "94.37",
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("table", None, "NAS-Bench-201 CSV; default: $UNAS_NB201_TABLE, else <repo>/../shared/data/"
+                    "nas_bench_201.csv.")
+flags.DEFINE_enum("dataset", "cifar10", list(DATASETS) + ["all"], "Table column to search on.")
+flags.DEFINE_integer("budget", 300, "Table queries per seed and method.")
+flags.DEFINE_integer("seeds", 30, "Independent runs per method.")
+flags.DEFINE_integer("seed_offset", 0, "First seed (tuning uses seeds from --tune_seed_offset).")
+flags.DEFINE_float("reinforce_lr", 0.1, "REINFORCE: Adam learning rate on the logits.")
+flags.DEFINE_integer("reinforce_samples", 10, "REINFORCE: architectures (queries) per step.")
+flags.DEFINE_float("baseline_decay", 0.9, "REINFORCE: moving-average decay of the baseline.")
+flags.DEFINE_float("unas_lr", 0.1, "UNAS: Adam learning rate on the logits.")
+flags.DEFINE_integer("unas_samples", 10, "UNAS: architectures (queries) per step.")
+flags.DEFINE_float("temperature", 0.4, "UNAS: relaxation temperature.")
+flags.DEFINE_float("ridge_lambda", 1.0, "UNAS: ridge penalty of the control variate g.")
+flags.DEFINE_bool("pairwise", True, "UNAS: g includes pairwise edge interactions.")
+flags.DEFINE_integer("refit_every", 1, "UNAS: refit g every this many steps.")
+flags.DEFINE_bool("tune", False, "Tune both methods on an equal grid on tuning seeds first, then evaluate.")
+flags.DEFINE_integer("tune_seeds", 10, "Seeds per grid point when tuning.")
+flags.DEFINE_integer("tune_seed_offset", 100000, "First tuning seed (disjoint from evaluation seeds).")
+
+#: Equal tuning grids: 3 learning rates x 3 sample sizes x 2 values of one
+#: method-specific knob, 18 points each.
+TUNE_LRS = (0.03, 0.1, 0.3)
+TUNE_SAMPLES = (5, 10, 20)
+TUNE_REINFORCE_KNOB = ("baseline_decay", (0.5, 0.9))
+TUNE_UNAS_KNOB = ("temperature", (0.4, 1.0))
+
+
+def _stats(values):
+    values = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": round(float(values.mean()), 4),
+        "std": round(float(values.std()), 4),
+        "min": round(float(values.min()), 4),
+        "max": round(float(values.max()), 4),
+    }
+
+
+def _choices_of_index(index):
+    digits = []
+    for _ in range(NUM_EDGES):
+        digits.append(index % NUM_OPS)
+        index //= NUM_OPS
+    return digits[::-1]
+
+
+def _summary(final_acc, best_acc, final_idx):
+    counts = {}
+    for idx in final_idx:
+        counts[int(idx)] = counts.get(int(idx), 0) + 1
+    idx, count = max(counts.items(), key=lambda kv: kv[1])
+    return {
+        "final_accuracy": _stats(final_acc),
+        "best_seen_accuracy": _stats(best_acc),
+        "most_common_final": {
+            "architecture": nb201_space.format_string([nb201_space.OPS[c] for c in _choices_of_index(idx)]),
+            "runs": count,
+        },
+    }
+
+
+def run_random_search(accuracies, budget, seeds):
+    """Uniform sampling; the final architecture is the best one seen.
+
+    Returns:
+        (final accuracies, best-seen accuracies, final indices), one per seed.
+    """
+    finals, indices = [], []
+    for seed in seeds:
+        rng = np.random.default_rng([seed, 7])
+        queried = rng.integers(0, len(accuracies), size=budget)
+        best = queried[int(np.argmax(accuracies[queried]))]
+        finals.append(float(accuracies[best]))
+        indices.append(int(best))
+    return finals, list(finals), indices
+
+
+def _features(indices, pairwise):
+    """Ridge features of architectures given by index: one-hot edges (+ pairs)."""
+    choices = np.stack([(indices // NUM_OPS ** (NUM_EDGES - 1 - e)) % NUM_OPS for e in range(NUM_EDGES)], axis=-1)
+    onehot = np.eye(NUM_OPS)[choices]  # [n, 6, 5]
+    parts = [onehot.reshape(len(indices), -1)]
+    if pairwise:
+        for a, b in PAIRS:
+            parts.append(np.einsum("ni,nj->nij", onehot[:, a], onehot[:, b]).reshape(len(indices), -1))
+    return np.concatenate(parts, axis=1)
+
+
+def fit_ridge(indices, losses, lam, pairwise):
+    """Ridge regression of the loss on architecture features (unpenalised intercept).
+
+    Returns:
+        (bias, w1 [6, 5], w2 [15, 5, 5]) with `g(x) = bias + sum(w1 * x) +
+        sum_pairs x_a^T w2_p x_b` for one-hot (or relaxed) x `[6, 5]`.
+    """
+    x = _features(np.asarray(indices), pairwise)
+    y = np.asarray(losses, dtype=np.float64)
+    x_mean, y_mean = x.mean(axis=0), y.mean()
+    xc, yc = x - x_mean, y - y_mean
+    n, p = xc.shape
+    if n < p:  # dual form, n x n system
+        w = xc.T @ np.linalg.solve(xc @ xc.T + lam * np.eye(n), yc)
+    else:
+        w = np.linalg.solve(xc.T @ xc + lam * np.eye(p), xc.T @ yc)
+    bias = y_mean - x_mean @ w
+    w1 = w[: NUM_EDGES * NUM_OPS].reshape(NUM_EDGES, NUM_OPS)
+    w2 = np.zeros((len(PAIRS), NUM_OPS, NUM_OPS))
+    if pairwise:
+        w2 = w[NUM_EDGES * NUM_OPS:].reshape(len(PAIRS), NUM_OPS, NUM_OPS)
+    return bias, w1, w2
+
+
+class GradientSearch:
+    """REINFORCE or UNAS (relax) on the table, several seeds in one tf.function.
+
+    Args:
+        method: "reinforce" or "unas".
+        accuracies: numpy `[5**6]` accuracies (%) indexed by
+            `nb201_table.architecture_index`.
+        seeds: list of int seeds (one independent run each).
+        budget: queries per seed; a multiple of `samples`.
+        lr: Adam learning rate.
+        samples: architectures per step.
+        baseline_decay: REINFORCE baseline decay.
+        temperature: UNAS relaxation temperature.
+        ridge_lambda, pairwise, refit_every: UNAS control variate.
+    """
+
+    def __init__(self, method, accuracies, seeds, budget, lr, samples, baseline_decay=0.9, temperature=0.4,
+                 ridge_lambda=1.0, pairwise=True, refit_every=1):
+        import keras
+        import tensorflow as tf
+
+        from unas_keras import estimators
+
+        if method not in ("reinforce", "unas"):
+            raise ValueError(f"method must be 'reinforce' or 'unas', got {method!r}.")
+        if budget % samples:
+            raise ValueError(f"--budget ({budget}) must be a multiple of the samples per step ({samples}).")
+        if np.isnan(accuracies).any():
+            raise ValueError("The NB201 table must hold all 15,625 architectures for this benchmark.")
+        self.tf = tf
+        self.method = method
+        self.seeds = list(seeds)
+        self.steps = budget // samples
+        self.samples = samples
+        self.baseline_decay = baseline_decay
+        self.ridge_lambda = ridge_lambda
+        self.pairwise = pairwise
+        self.refit_every = refit_every
+        self.accuracies = accuracies
+        self.table = tf.constant(accuracies, dtype=tf.float32)
+        if method == "reinforce":
+            self.estimator = estimators.get("reinforce", baseline_decay=baseline_decay)
+        else:
+            self.estimator = estimators.get("relax", temperature=temperature)
+        num = len(self.seeds)
+        self.logits = keras.Variable(np.zeros((num, NUM_EDGES, NUM_OPS), "float32"), name="logits")
+        self.optimizer = keras.optimizers.Adam(learning_rate=lr)
+        self.optimizer.build([self.logits])
+        self.baseline = keras.Variable(np.zeros((num,), "float32"), trainable=False, name="baseline")
+        self.powers = tf.constant([NUM_OPS ** (NUM_EDGES - 1 - e) for e in range(NUM_EDGES)], dtype=tf.int64)
+        self.pair_a = tf.constant([a for a, _ in PAIRS])
+        self.pair_b = tf.constant([b for _, b in PAIRS])
+        self._step = tf.function(self._step_fn)
+
+    def _control_variate(self, x, bias, w1, w2):
+        tf = self.tf
+        linear = tf.reduce_sum(x * w1, axis=[1, 2])
+        xa = tf.gather(x, self.pair_a, axis=1)
+        xb = tf.gather(x, self.pair_b, axis=1)
+        pair = tf.einsum("mpi,pij,mpj->m", xa, w2, xb)
+        return bias + linear + pair
+
+    def _step_fn(self, step, has_model, bias, w1, w2):
+        """One step for every seed; returns queried indices and losses [S, M]."""
+        tf = self.tf
+        from unas_keras.estimators import next_baseline
+
+        all_idx, all_loss, new_baselines = [], [], []
+        with tf.GradientTape() as tape:
+            total = 0.0
+            for s, seed in enumerate(self.seeds):
+                logits = tf.broadcast_to(self.logits[s], (self.samples, NUM_EDGES, NUM_OPS))
+                sample = self.estimator.sample(logits, tf.stack([tf.constant(seed, tf.int32), step]))
+                log_prob = tf.reduce_sum(sample.log_prob, axis=-1)
+                idx = tf.reduce_sum(tf.argmax(sample.hard, axis=-1) * self.powers, axis=-1)
+                loss = (100.0 - tf.gather(self.table, idx)) / 100.0
+                batch_mean = tf.reduce_mean(loss)
+                if self.method == "reinforce":
+                    used = tf.where(step > 0, self.baseline[s], batch_mean)
+                    total += self.estimator.surrogate_from_losses(log_prob, loss, None, baseline=used)
+                    new_baselines.append(next_baseline(used, batch_mean, self.baseline_decay))
+                else:
+                    g = self._control_variate(sample.relaxed, bias[s], w1[s], w2[s])
+                    g = tf.where(has_model[s], g, tf.fill(tf.shape(loss), batch_mean))
+                    total += self.estimator.surrogate_from_losses(log_prob, loss, g)
+                all_idx.append(idx)
+                all_loss.append(loss)
+        grads = tape.gradient(total, [self.logits])
+        self.optimizer.apply(grads, [self.logits])
+        if new_baselines:
+            self.baseline.assign(tf.stack(new_baselines))
+        return tf.stack(all_idx), tf.stack(all_loss)
+
+    def run(self):
+        """Runs every seed; returns (final accs, best-seen accs, final indices)."""
+        tf = self.tf
+        num = len(self.seeds)
+        bias = np.zeros((num,), "float32")
+        w1 = np.zeros((num, NUM_EDGES, NUM_OPS), "float32")
+        w2 = np.zeros((num, len(PAIRS), NUM_OPS, NUM_OPS), "float32")
+        has_model = np.zeros((num,), bool)
+        history_idx, history_loss = [], []
+        for step in range(self.steps):
+            idx, loss = self._step(tf.constant(step, tf.int32), tf.constant(has_model), tf.constant(bias),
+                                   tf.constant(w1), tf.constant(w2))
+            history_idx.append(idx.numpy())
+            history_loss.append(loss.numpy())
+            if self.method == "unas" and (step + 1) % self.refit_every == 0:
+                seen_idx = np.concatenate(history_idx, axis=1)
+                seen_loss = np.concatenate(history_loss, axis=1)
+                for s in range(num):
+                    b, a1, a2 = fit_ridge(seen_idx[s], seen_loss[s], self.ridge_lambda, self.pairwise)
+                    bias[s], w1[s], w2[s] = b, a1, a2
+                has_model[:] = True
+        queried = np.concatenate(history_idx, axis=1)
+        best = self.accuracies[queried].max(axis=1)
+        final_choices = np.argmax(self.logits.numpy(), axis=-1)
+        final_idx = [nb201_table.architecture_index(c) for c in final_choices]
+        finals = [float(self.accuracies[i]) for i in final_idx]
+        return finals, [float(b) for b in best], final_idx
+
+
+def _method_config(method, options):
+    if method == "reinforce":
+        keys = ("lr", "samples", "baseline_decay")
+    else:
+        keys = ("lr", "samples", "temperature", "ridge_lambda", "pairwise", "refit_every")
+    return {k: options[k] for k in keys}
+
+
+def run_method(method, accuracies, budget, seeds, config):
+    """Runs one method over seeds; returns (finals, bests, final indices)."""
+    if method == "random_search":
+        return run_random_search(accuracies, budget, seeds)
+    return GradientSearch(method, accuracies, seeds, budget, **config).run()
+
+
+def tune(method, accuracies, budget, base_config, tune_seeds):
+    """Equal-effort grid search on tuning seeds; picks the best mean final accuracy."""
+    knob, values = TUNE_REINFORCE_KNOB if method == "reinforce" else TUNE_UNAS_KNOB
+    trials = []
+    for lr, samples, value in itertools.product(TUNE_LRS, TUNE_SAMPLES, values):
+        if budget % samples:
+            continue
+        config = dict(base_config, lr=lr, samples=samples, **{knob: value})
+        finals, bests, _ = run_method(method, accuracies, budget, tune_seeds, config)
+        trials.append({"config": config, "final_mean": round(float(np.mean(finals)), 4),
+                       "final_std": round(float(np.std(finals)), 4), "best_seen_mean": round(float(np.mean(bests)), 4)})
+    best = max(trials, key=lambda t: (t["final_mean"], -t["final_std"]))
+    return best["config"], trials
+
+
+def main(argv):
+    del argv
+    if FLAGS.budget < 1 or FLAGS.seeds < 1:
+        raise cli.UsageError("--budget and --seeds must be positive.")
+    for name in ("reinforce_samples", "unas_samples", "refit_every", "tune_seeds"):
+        if FLAGS[name].value < 1:
+            raise cli.UsageError(f"--{name} must be positive.")
+    table = nb201_table.load_nb201_table(FLAGS.table)
+    datasets = DATASETS if FLAGS.dataset == "all" else (FLAGS.dataset,)
+    seeds = list(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
+    base = {
+        "reinforce": {"lr": FLAGS.reinforce_lr, "samples": FLAGS.reinforce_samples,
+                      "baseline_decay": FLAGS.baseline_decay},
+        "unas": {"lr": FLAGS.unas_lr, "samples": FLAGS.unas_samples, "temperature": FLAGS.temperature,
+                 "ridge_lambda": FLAGS.ridge_lambda, "pairwise": FLAGS.pairwise, "refit_every": FLAGS.refit_every},
+    }
+    for method, config in base.items():
+        if FLAGS.budget % config["samples"]:
+            raise cli.UsageError(f"--budget ({FLAGS.budget}) must be a multiple of --{method}_samples "
+                                 f"({config['samples']}).")
+    start = time.time()
+    results, tuning = {}, {}
+    for dataset in datasets:
+        accuracies = np.asarray(table.accuracy_array(dataset), dtype=np.float64)
+        if np.isnan(accuracies).any():
+            raise cli.UsageError(f"the table {table.path} does not hold all 15,625 architectures.")
+        configs = {m: dict(c) for m, c in base.items()}
+        if FLAGS.tune:
+            tune_seeds = list(range(FLAGS.tune_seed_offset, FLAGS.tune_seed_offset + FLAGS.tune_seeds))
+            tuning[dataset] = {}
+            for method in ("reinforce", "unas"):
+                configs[method], trials = tune(method, accuracies, FLAGS.budget, configs[method], tune_seeds)
+                tuning[dataset][method] = {"chosen": configs[method], "trials": trials}
+        best_string, optimum = table.best(dataset)
+        entry = {"optimum": round(optimum, 4), "optimal_architecture": best_string,
+                 "mean_of_all_architectures": round(float(accuracies.mean()), 4), "methods": {}}
+        for method in ("random_search", "reinforce", "unas"):
+            config = configs.get(method, {})
+            finals, bests, final_idx = run_method(method, accuracies, FLAGS.budget, seeds, config)
+            summary = _summary(finals, bests, final_idx)
+            if method != "random_search":
+                summary["config"] = _method_config(method, config)
+            entry["methods"][method] = summary
+        results[dataset] = entry
+    output = {
+        "benchmark": "nb201_tabular",
+        "table": os.path.abspath(table.path),
+        "budget": FLAGS.budget,
+        "seeds": FLAGS.seeds,
+        "seed_offset": FLAGS.seed_offset,
+        "loss": "(100 - test_accuracy_200_epochs) / 100",
+        "query_rule": QUERY_RULE,
+        "final_architecture": "argmax of the learned logits per edge (random search: the best architecture seen)",
+        "optimizer": "Adam on zero-initialised 6x5 logits",
+        "note": NOTE,
+        "paper_anchors_cifar10": PAPER_ANCHORS_CIFAR10,
+        "results": results,
+        "wall_time_s": round(time.time() - start, 1),
+    }
+    if FLAGS.tune:
+        output["tuning"] = {
+            "protocol": (f"equal grids for both methods: lr {list(TUNE_LRS)} x samples/step {list(TUNE_SAMPLES)} x "
+                         f"{TUNE_REINFORCE_KNOB[0]} {list(TUNE_REINFORCE_KNOB[1])} (REINFORCE) or "
+                         f"{TUNE_UNAS_KNOB[0]} {list(TUNE_UNAS_KNOB[1])} (UNAS); {FLAGS.tune_seeds} tuning seeds "
+                         f"from {FLAGS.tune_seed_offset}, disjoint from the evaluation seeds; "
+                         "chosen by mean final accuracy"),
+            "per_dataset": tuning,
+        }
+    print(json.dumps(output))
+
+
+if __name__ == "__main__":
+    cli.run_app(main)
