@@ -412,3 +412,23 @@ def test_other_bad_arguments():
         estimators.get("rebar").surrogate_from_losses(tf.zeros((4, 2)), tf.zeros(4), tf.zeros(4))
     with pytest.raises(ValueError, match="baseline_decay|decay"):
         estimators.get("reinforce", baseline_decay=1.5)
+
+
+def test_reinforce_stateful_baseline_inside_tf_function():
+    est = estimators.get("reinforce", baseline_decay=0.5)
+    logits = tf.Variable(tf.constant(LOGITS))
+
+    @tf.function
+    def step(seed):
+        with tf.GradientTape() as tape:
+            loss = est.surrogate_loss(logits, table_loss, num_samples=64, seed=seed)
+        return tape.gradient(loss, logits), ops.mean(table_loss(est.sample(
+            tf.broadcast_to(tf.convert_to_tensor(logits)[None], (64, G, K)), seed).hard))
+
+    _, first_mean = step(tf.constant([1, 0]))
+    np.testing.assert_allclose(est.baseline.numpy(), first_mean.numpy(), rtol=1e-6)
+    grad, second_mean = step(tf.constant([2, 0]))
+    np.testing.assert_allclose(
+        est.baseline.numpy(), 0.5 * first_mean.numpy() + 0.5 * second_mean.numpy(), rtol=1e-5
+    )
+    assert np.all(np.isfinite(grad.numpy()))
