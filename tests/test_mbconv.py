@@ -1,0 +1,156 @@
+"""Tests of the MBConv block and the MBConvChoice search layer."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras.src.applications import imagenet_utils
+
+from unas_keras.layers.mbconv import MBConv, correct_pad
+from unas_keras.layers.mbconv_choice import MBConvChoice
+from unas_keras.space.proxyless import BLOCK_CHOICES, OPTIONAL_CHOICES
+
+
+def _rand(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _mbconv_params(cin, cout, k, e):
+    """Trainable parameters: convs without bias, BN gamma/beta."""
+    hidden = cin * e
+    expand = cin * hidden + 2 * hidden if e != 1 else 0
+    return expand + k * k * hidden + 2 * hidden + hidden * cout + 2 * cout
+
+
+@pytest.mark.parametrize("side", [8, 9, 224, 7])
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+def test_correct_pad_matches_keras(side, kernel):
+    x = keras.KerasTensor((1, side, side + 1, 4))
+    assert correct_pad((side, side + 1), kernel) == imagenet_utils.correct_pad(x, kernel)
+
+
+@pytest.mark.parametrize(
+    "cin,cout,k,e,stride,side,out_side",
+    [(8, 16, 3, 6, 2, 8, 4), (8, 16, 5, 3, 2, 9, 5), (8, 8, 7, 3, 1, 9, 9), (8, 4, 3, 1, 1, 6, 6),
+     (4, 4, 3, 1, 2, 7, 4)],
+)
+def test_mbconv_shapes_and_params(cin, cout, k, e, stride, side, out_side):
+    layer = MBConv(cout, k, e, stride=stride, name="block")
+    y = layer(_rand((2, side, side, cin)))
+    assert tuple(y.shape) == (2, out_side, out_side, cout)
+    assert layer.compute_output_shape((2, side, side, cin)) == (2, out_side, out_side, cout)
+    trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+    assert trainable == _mbconv_params(cin, cout, k, e)
+    assert layer.use_residual == (stride == 1 and cin == cout)
+    assert (layer.expand is None) == (e == 1)
+    assert (layer.pad is None) == (stride == 1)
+
+
+def test_mbconv_residual_is_added():
+    x = _rand((2, 6, 6, 8))
+    layer = MBConv(8, 3, 3)
+    y = layer(x, training=False)
+    # Zero the projection: the block becomes the identity through its residual.
+    layer.project.kernel.assign(np.zeros(layer.project.kernel.shape, "float32"))
+    layer.project_bn.beta.assign(np.zeros(8, "float32"))
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), x, atol=1e-6)
+    assert not np.allclose(np.asarray(y), x)
+
+
+def test_mbconv_config_round_trip_and_fit():
+    layer = MBConv(16, 5, 3, stride=2, bn_epsilon=1e-4, bn_momentum=0.9, name="b")
+    clone = MBConv.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 4))
+    x = layer(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [np.array(w) for w in layer.trainable_weights]
+    history = model.fit(_rand((4, 8, 8, 4)), np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert all(not np.allclose(b, np.array(w)) for b, w in zip(before, layer.trainable_weights))
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=4), dict(stride=3), dict(expansion=0),
+                                    dict(out_channels=1.5)])
+def test_mbconv_rejects_bad_arguments(kwargs):
+    args = dict(out_channels=8, kernel_size=3, expansion=3, stride=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        MBConv(**args)
+
+
+def _one_hot(index, k=len(OPTIONAL_CHOICES), rows=1):
+    return np.tile(np.eye(k, dtype="float32")[[index]], (rows, 1))
+
+
+def test_choice_one_hot_equals_the_selected_block():
+    x = _rand((2, 8, 8, 8))
+    layer = MBConvChoice(8, 1, OPTIONAL_CHOICES, name="layer_1")
+    layer(x, _one_hot(0))  # build
+    for k, choice in enumerate(OPTIONAL_CHOICES):
+        y = layer(x, _one_hot(k), training=False)
+        expected = x if choice == "zero" else layer.candidate(choice)(x, training=False)
+        np.testing.assert_allclose(np.asarray(y), np.asarray(expected), atol=1e-6)
+
+
+def test_choice_mixture_per_example_and_broadcast():
+    x = _rand((3, 8, 8, 8))
+    layer = MBConvChoice(8, 1, OPTIONAL_CHOICES, skip_threshold=None)
+    w = np.random.default_rng(2).dirichlet(np.ones(7), size=3).astype("float32")
+    y = np.asarray(layer(x, w, training=False))
+    outs = [x if c == "zero" else np.asarray(layer.candidate(c)(x, training=False))
+            for c in OPTIONAL_CHOICES]
+    expected = sum(w[:, k, None, None, None] * outs[k] for k in range(7))
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    # One row for the minibatch broadcasts like the same row per example.
+    row = w[:1]
+    np.testing.assert_allclose(np.asarray(layer(x, row, training=False)),
+                               np.asarray(layer(x, np.tile(row, (3, 1)), training=False)), atol=1e-6)
+
+
+def test_choice_zero_applies_dropout_in_training():
+    keras.utils.set_random_seed(0)
+    x = np.ones((2, 8, 8, 8), "float32")
+    layer = MBConvChoice(8, 1, OPTIONAL_CHOICES, zero_dropout=0.5)
+    y = np.asarray(layer(x, _one_hot(0), training=True))
+    assert np.mean(y == 0) > 0.3
+    np.testing.assert_allclose(np.asarray(layer(x, _one_hot(0), training=False)), x)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_choice_skips_blocks_with_zero_weight(compiled):
+    """A skipped block is not computed: poisoning its weights with NaN changes nothing."""
+    x = _rand((2, 8, 8, 8))
+    layer = MBConvChoice(8, 2 if compiled else 1, BLOCK_CHOICES, skip_threshold=0.0)
+    layer(x, _one_hot(0, k=6))
+    reference = np.asarray(layer(x, _one_hot(2, k=6), training=True))
+    for choice in BLOCK_CHOICES:
+        if choice != BLOCK_CHOICES[2]:
+            kernel = layer.candidate(choice).project.kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    call = tf.function(lambda a, b: layer(a, b, training=True)) if compiled else (
+        lambda a, b: layer(a, b, training=True))
+    y = np.asarray(call(x, _one_hot(2, k=6)))
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y, reference, atol=1e-6)
+    # Without skipping, 0 * NaN poisons the sum: the test above is meaningful.
+    layer.skip_threshold = None
+    assert np.isnan(np.asarray(layer(x, _one_hot(2, k=6), training=True))).any()
+
+
+def test_choice_config_round_trip_and_errors():
+    layer = MBConvChoice(16, 2, BLOCK_CHOICES, skip_threshold=0.05, bn_affine=True, name="c")
+    clone = MBConvChoice.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="stride"):
+        MBConvChoice(16, 2, OPTIONAL_CHOICES)
+    with pytest.raises(ValueError, match="Malformed"):
+        MBConvChoice(16, 1, ("k3x6",))
+    with pytest.raises(ValueError, match="width"):
+        MBConvChoice(16, 1, OPTIONAL_CHOICES)(_rand((1, 4, 4, 8)), _one_hot(1))
+    with pytest.raises(ValueError, match="op_weights"):
+        MBConvChoice(8, 1, OPTIONAL_CHOICES)(_rand((1, 4, 4, 8)), np.ones((1, 6), "float32"))
