@@ -33,10 +33,6 @@ class _TensorSeed(keras.random.SeedGenerator):
         return self._seed_tensor
 
 
-def _is_tensor_like(seed):
-    return not isinstance(seed, (int, keras.random.SeedGenerator)) and seed is not None
-
-
 def to_keras_seed(seed):
     """Converts any supported seed into something `keras.random` accepts.
 
