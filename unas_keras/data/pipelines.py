@@ -147,7 +147,7 @@ def _too_small_message(name, total, fraction, batch_size):
             "examples, split into %d search-train and %d held-out, but one train batch and one val batch "
             "need %d examples each; use at least %d examples or a smaller batch_size"
             % (name, batch_size, fraction, total, total - sources.held_out_count(total, fraction),
-               sources.held_out_count(total, fraction), batch_size, batch_size, needed))
+               sources.held_out_count(total, fraction), batch_size, needed))
 
 
 # ---------------------------------------------------------------------------------- normalisation
