@@ -61,20 +61,21 @@ class BlockSpec:
         return (side(h), side(w), self.out_channels)
 
 
-def _check_width(width_multiplier):
-    if width_multiplier != 1.0:
-        raise ValueError(
-            f"Latency lookup tables support width_multiplier=1.0 only, got {width_multiplier}."
-        )
+def _widths(backbone, width_multiplier):
+    from unas_keras.networks.proxyless import scaled_widths
+
+    return scaled_widths(backbone, width_multiplier)
 
 
-def layer_blocks(backbone=PROXYLESS_BACKBONE, input_shape=(64, 64, 3), num_classes=10):
+def layer_blocks(backbone=PROXYLESS_BACKBONE, input_shape=(64, 64, 3), num_classes=10,
+                 width_multiplier=1.0):
     """Per searchable layer, the `BlockSpec` of each choice (`None` for `zero`).
 
     Args:
         backbone: the `MBConvBackbone`.
         input_shape: network input `(h, w, c)`.
         num_classes: classifier width (only the head depends on it).
+        width_multiplier: channel multiplier (rounded as the network does).
 
     Returns:
         `(stem, layers, head)`: the stem `BlockSpec`, a list with one dict
@@ -85,8 +86,10 @@ def layer_blocks(backbone=PROXYLESS_BACKBONE, input_shape=(64, 64, 3), num_class
 
     if not isinstance(backbone, MBConvBackbone):
         raise ValueError(f"backbone must be an MBConvBackbone, got {type(backbone).__name__}.")
+    widths = _widths(backbone, width_multiplier)
+    stage_width = dict(zip(backbone.stage_channels, widths["stages"]))
     h, w, c = (int(d) for d in input_shape)
-    stem = BlockSpec(STEM, (h, w, c), backbone.stem_channels, 3, backbone.first_block_channels, 2)
+    stem = BlockSpec(STEM, (h, w, c), widths["stem"], 3, widths["first_block"], 2)
     shape = stem.output_shape
     layers = []
     for out_channels, stride, first in backbone.layer_plan():
@@ -96,16 +99,18 @@ def layer_blocks(backbone=PROXYLESS_BACKBONE, input_shape=(64, 64, 3), num_class
                 options[choice] = None
                 continue
             kernel, expansion = parse_block(choice)
-            options[choice] = BlockSpec(MBCONV, tuple(shape), out_channels, kernel, expansion, stride)
+            options[choice] = BlockSpec(MBCONV, tuple(shape), stage_width[out_channels], kernel,
+                                        expansion, stride)
         layers.append(options)
         shape = next(b for b in options.values() if b is not None).output_shape
-    head = BlockSpec(HEAD, tuple(shape), backbone.head_channels, 1, int(num_classes), 1)
+    head = BlockSpec(HEAD, tuple(shape), widths["head"], 1, int(num_classes), 1)
     return stem, layers, head
 
 
-def space_blocks(backbone=PROXYLESS_BACKBONE, input_shape=(64, 64, 3), num_classes=10):
+def space_blocks(backbone=PROXYLESS_BACKBONE, input_shape=(64, 64, 3), num_classes=10,
+                 width_multiplier=1.0):
     """Every distinct `BlockSpec` of the space (stem and head first), deduplicated."""
-    stem, layers, head = layer_blocks(backbone, input_shape, num_classes)
+    stem, layers, head = layer_blocks(backbone, input_shape, num_classes, width_multiplier)
     seen = {stem.key: stem, head.key: head}
     for options in layers:
         for block in options.values():
@@ -114,7 +119,7 @@ def space_blocks(backbone=PROXYLESS_BACKBONE, input_shape=(64, 64, 3), num_class
     return list(seen.values())
 
 
-def architecture_blocks(architecture, input_shape=(64, 64, 3), num_classes=10):
+def architecture_blocks(architecture, input_shape=(64, 64, 3), num_classes=10, width_multiplier=1.0):
     """The `BlockSpec`s a derived proxyless network is made of (zero layers omitted).
 
     Args:
@@ -122,6 +127,7 @@ def architecture_blocks(architecture, input_shape=(64, 64, 3), num_classes=10):
             `ProxylessGenotype`).
         input_shape: network input `(h, w, c)`.
         num_classes: classifier width.
+        width_multiplier: channel multiplier.
     """
     genotype = getattr(architecture, "genotype", architecture)
     if getattr(architecture, "space", "proxyless") != "proxyless" or not hasattr(genotype, "layers"):
@@ -129,7 +135,7 @@ def architecture_blocks(architecture, input_shape=(64, 64, 3), num_classes=10):
             "Latency lookup tables cover the proxyless space only; got a "
             f"{getattr(architecture, 'space', type(architecture).__name__)!r} architecture."
         )
-    stem, layers, head = layer_blocks(genotype.backbone, input_shape, num_classes)
+    stem, layers, head = layer_blocks(genotype.backbone, input_shape, num_classes, width_multiplier)
     blocks = [stem]
     for options, choice in zip(layers, genotype.layers):
         if options[choice] is not None:
@@ -138,29 +144,57 @@ def architecture_blocks(architecture, input_shape=(64, 64, 3), num_classes=10):
     return blocks
 
 
-def build_block_model(block, bn_epsilon=1e-3):
-    """A tiny `keras.Model` computing one block (for timing it on its own)."""
+def _fixed_parts(backbone, num_classes, width_multiplier):
+    """Unbuilt copies of the stem and head layers of the real derived network.
+
+    The network is built by `unas_keras.networks.proxyless.build_proxyless_model`
+    (all stage-first layers `k3e3`, optional layers `zero`); the layers before
+    its first `layer_{i}` are the stem, those after its last one the head.
+    Copying them (from their configs) keeps the timed parts identical to the
+    network.
+    """
+    from unas_keras.networks.proxyless import build_proxyless_model
+    from unas_keras.space.proxyless import ProxylessGenotype
+
+    layers = tuple("k3e3" if first else ZERO for _, _, first in backbone.layer_plan())
+    model = build_proxyless_model(ProxylessGenotype(layers, backbone), int(num_classes), (32, 32, 3),
+                                  width_multiplier=width_multiplier)
+    body = [layer for layer in model.layers if layer.__class__.__name__ != "InputLayer"]
+    searchable = [i for i, layer in enumerate(body) if layer.name.startswith("layer_")]
+    clone = lambda layer: layer.__class__.from_config(layer.get_config())  # noqa: E731
+    stem = [clone(layer) for layer in body[:searchable[0]]]
+    head = [clone(layer) for layer in body[searchable[-1] + 1:]]
+    return stem, head
+
+
+def build_block_model(block, backbone=PROXYLESS_BACKBONE, width_multiplier=1.0):
+    """A tiny `keras.Model` computing one block (for timing it on its own).
+
+    MBConv blocks use `unas_keras.layers.mbconv.MBConv` with the network's
+    BatchNorm epsilon; stem and head are copies of the real network's layers
+    (see `_fixed_parts`).
+    """
     import keras
 
-    from unas_keras.layers.mbconv import MBConv, correct_pad
+    from unas_keras.layers.mbconv import MBConv
+    from unas_keras.networks.proxyless import BN_EPSILON
 
     inputs = keras.Input(block.input_shape, batch_size=1, name="block_input")
     if block.kind == MBCONV:
         x = MBConv(block.out_channels, block.kernel, block.expansion, stride=block.stride,
-                   bn_epsilon=bn_epsilon, name="block")(inputs)
-    elif block.kind == STEM:
-        x = keras.layers.ZeroPadding2D(correct_pad(block.input_shape[:2], block.kernel))(inputs)
-        x = keras.layers.Conv2D(block.out_channels, block.kernel, strides=block.stride,
-                                padding="valid", use_bias=False)(x)
-        x = keras.layers.BatchNormalization(epsilon=bn_epsilon)(x)
-        x = keras.layers.ReLU(6.0)(x)
-        x = MBConv(block.expansion, 3, 1, stride=1, bn_epsilon=bn_epsilon)(x)
-    elif block.kind == HEAD:
-        x = keras.layers.Conv2D(block.out_channels, 1, use_bias=False)(inputs)
-        x = keras.layers.BatchNormalization(epsilon=bn_epsilon)(x)
-        x = keras.layers.ReLU(6.0)(x)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        x = keras.layers.Dense(block.expansion)(x)
+                   bn_epsilon=BN_EPSILON, name="block")(inputs)
+    elif block.kind in (STEM, HEAD):
+        num_classes = block.expansion if block.kind == HEAD else 1
+        stem, head = _fixed_parts(backbone, num_classes, width_multiplier)
+        x = inputs
+        for layer in (stem if block.kind == STEM else head):
+            x = layer(x)
+        got = tuple(x.shape[1:])
+        if got != tuple(block.output_shape):
+            raise ValueError(
+                f"The network's {block.kind} maps {block.input_shape} to {got}, the latency table "
+                f"expects {block.output_shape}."
+            )
     else:
         raise ValueError(f"Unknown block kind {block.kind!r}.")
     return keras.Model(inputs, x, name=f"block_{block.key}")

@@ -40,7 +40,8 @@ def lookup_table_surrogate(table, search_space):
         raise ValueError("lookup_table_surrogate needs the proxyless space.")
     if space.backbone != table.backbone:
         raise ValueError("The search space's backbone differs from the latency table's backbone.")
-    stem, layers, head = blocks_lib.layer_blocks(space.backbone, table.input_shape, table.num_classes)
+    stem, layers, head = blocks_lib.layer_blocks(space.backbone, table.input_shape, table.num_classes,
+                                                 table.width_multiplier)
     bias = table.invoke_overhead_ms + table.block_latency(stem.key) + table.block_latency(head.key)
     first, optional = [], []
     for options, (_, _, is_first) in zip(layers, space.backbone.layer_plan()):
@@ -91,7 +92,7 @@ class LatencyModel:
     @classmethod
     def for_space(cls, space="proxyless", input_shape=(64, 64, 3), num_classes=10, threads=1,
                   cache_dir=None, runs=20, surrogate="lut", num_samples=500, l2=1e-3, seed=0,
-                  progress=True, backbone=None, width_multiplier=1.0):
+                  progress=True, backbone=None, width_multiplier=1.0, statistic="median"):
         """Builds (or loads) the lookup table of a space and the surrogate on top.
 
         Args:
@@ -112,7 +113,8 @@ class LatencyModel:
             seed: sampling seed for `"ridge"`.
             progress: progress lines while measuring (see `build_lookup_table`).
             backbone: `MBConvBackbone` when `space` is the name.
-            width_multiplier: only 1.0 is supported.
+            width_multiplier: channel multiplier of the network.
+            statistic: per-block timing statistic (see `build_lookup_table`).
 
         Returns:
             A `LatencyModel` whose `predict_ms` is the table sum.
@@ -137,14 +139,15 @@ class LatencyModel:
         cache_path = None
         if cache_dir is not None:
             config = json.dumps([space_obj.backbone.to_dict(), list(input_shape), int(num_classes),
-                                 int(threads), float(width_multiplier)], sort_keys=True)
+                                 int(threads), float(width_multiplier), statistic], sort_keys=True)
             digest = hashlib.sha1(config.encode()).hexdigest()[:10]
             h, w, _ = input_shape
             cache_path = os.path.join(
                 os.fspath(cache_dir), f"lut_proxyless_{h}x{w}_n{num_classes}_t{threads}_{digest}.json")
         table = build_lookup_table("proxyless", input_shape=input_shape, num_classes=num_classes,
                                    threads=threads, runs=runs, cache_path=cache_path, progress=progress,
-                                   backbone=space_obj.backbone, width_multiplier=width_multiplier)
+                                   backbone=space_obj.backbone, width_multiplier=width_multiplier,
+                                   statistic=statistic)
         if surrogate == "lut":
             g = lookup_table_surrogate(table, space_obj)
         else:

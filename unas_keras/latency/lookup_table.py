@@ -33,8 +33,10 @@ from unas_keras.space.proxyless import PROXYLESS_BACKBONE, MBConvBackbone
 FORMAT = "unas_keras.latency_lut"
 VERSION = 1
 #: Metadata that must agree for a cache to be reused.
-_CACHE_KEYS = ("space", "input_shape", "num_classes", "backbone", "threads", "cpu", "tf_version",
-               "litert_version")
+_CACHE_KEYS = ("space", "input_shape", "num_classes", "backbone", "width_multiplier", "threads", "cpu",
+               "tf_version", "litert_version", "statistic")
+#: Statistics of the per-block timings a table may store.
+STATISTICS = ("median", "min", "p10", "mean")
 
 
 def _cpu_model():
@@ -99,6 +101,10 @@ class LookupTable:
     def backbone(self):
         return MBConvBackbone.from_dict(self.metadata["backbone"])
 
+    @property
+    def width_multiplier(self):
+        return float(self.metadata.get("width_multiplier", 1.0))
+
     def __len__(self):
         return len(self.entries)
 
@@ -107,8 +113,9 @@ class LookupTable:
 
     def block_keys(self, architecture):
         """The table keys of an architecture's blocks (stem, non-zero layers, head)."""
-        return [b.key for b in blocks_lib.architecture_blocks(architecture, self.input_shape,
-                                                             self.num_classes)]
+        blocks = blocks_lib.architecture_blocks(architecture, self.input_shape, self.num_classes,
+                                                self.width_multiplier)
+        return [b.key for b in blocks]
 
     def missing(self, architecture):
         """Keys of the architecture's blocks that the table lacks."""
@@ -225,30 +232,37 @@ def _progress_printer(progress):
     return show
 
 
-def measure_block(block, threads=1, runs=20, warmup=5):
-    """Median LiteRT latency (ms) of one block as its own TFLite model."""
+def measure_block(block, threads=1, runs=20, warmup=5, backbone=PROXYLESS_BACKBONE, width_multiplier=1.0,
+                  statistic="median"):
+    """LiteRT latency (ms; median by default) of one block as its own TFLite model.
+
+    `backbone` and `width_multiplier` select the network whose stem/head
+    layers are copied (see `blocks.build_block_model`).
+    """
     from unas_keras.latency.tflite import convert_to_tflite
-    from unas_keras.latency.timing import measure_tflite
+    from unas_keras.latency.timing import measure_tflite_stats
 
-    model = blocks_lib.build_block_model(block)
-    return measure_tflite(convert_to_tflite(model), threads=threads, runs=runs, warmup=warmup)
+    model = blocks_lib.build_block_model(block, backbone, width_multiplier)
+    stats = measure_tflite_stats(convert_to_tflite(model), threads=threads, runs=runs, warmup=warmup)
+    return stats[f"{statistic}_ms"]
 
 
-def measure_invoke_overhead(threads=1, runs=200, warmup=20):
-    """Median LiteRT latency (ms) of a trivial model: the fixed cost of one invocation."""
+def measure_invoke_overhead(threads=1, runs=200, warmup=20, statistic="median"):
+    """LiteRT latency (ms) of a trivial model: the fixed cost of one invocation."""
     import keras
 
     from unas_keras.latency.tflite import convert_to_tflite
-    from unas_keras.latency.timing import measure_tflite
+    from unas_keras.latency.timing import measure_tflite_stats
 
     inputs = keras.Input((1, 1, 1), batch_size=1)
     model = keras.Model(inputs, keras.layers.ReLU()(inputs))
-    return measure_tflite(convert_to_tflite(model), threads=threads, runs=runs, warmup=warmup)
+    stats = measure_tflite_stats(convert_to_tflite(model), threads=threads, runs=runs, warmup=warmup)
+    return stats[f"{statistic}_ms"]
 
 
 def build_lookup_table(space="proxyless", input_shape=(64, 64, 3), num_classes=10, threads=1, runs=20,
                        cache_path=None, progress=True, backbone=PROXYLESS_BACKBONE, warmup=5,
-                       width_multiplier=1.0):
+                       width_multiplier=1.0, statistic="median"):
     """Times every distinct block of the ProxylessNAS space with LiteRT.
 
     Each block (stem, every distinct MBConv (input shape, out width, kernel,
@@ -268,18 +282,20 @@ def build_lookup_table(space="proxyless", input_shape=(64, 64, 3), num_classes=1
             receives `(done, total, key, ms, cached)`; `False` is silent.
         backbone: the `MBConvBackbone` of the space.
         warmup: untimed invocations per block.
-        width_multiplier: only 1.0 is supported.
+        width_multiplier: channel multiplier of the network (MobileNetV2 rounding).
+        statistic: which statistic of each block's `runs` timings to store:
+            `"median"` (default), or `"min"` / `"p10"` on a machine shared
+            with other loads (contention only ever adds time).
 
     Returns:
         A `LookupTable`.
 
     Raises:
-        ValueError: on an unsupported space/width, or a cache built for
+        ValueError: on an unsupported space or shape, or a cache built for
             another configuration.
     """
     if space != "proxyless":
         raise ValueError(f"Latency lookup tables support space='proxyless' only, got {space!r}.")
-    blocks_lib._check_width(width_multiplier)
     if not isinstance(backbone, MBConvBackbone):
         raise ValueError(f"backbone must be an MBConvBackbone, got {type(backbone).__name__}.")
     input_shape = tuple(int(d) for d in input_shape)
@@ -287,10 +303,12 @@ def build_lookup_table(space="proxyless", input_shape=(64, 64, 3), num_classes=1
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}.")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    if statistic not in STATISTICS:
+        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {list(STATISTICS)}.")
     metadata = device_metadata(threads)
     metadata.update(space=space, input_shape=list(input_shape), num_classes=int(num_classes),
                     backbone=backbone.to_dict(), runs=int(runs), warmup=int(warmup),
-                    width_multiplier=float(width_multiplier))
+                    width_multiplier=float(width_multiplier), statistic=statistic)
     entries, overhead = {}, None
     if cache_path is not None and os.path.exists(cache_path):
         cached = LookupTable.load(cache_path)
@@ -303,13 +321,15 @@ def build_lookup_table(space="proxyless", input_shape=(64, 64, 3), num_classes=1
         entries = dict(cached.entries)
         overhead = cached.invoke_overhead_ms
     if overhead is None:
-        overhead = measure_invoke_overhead(threads=threads)
+        overhead = measure_invoke_overhead(threads=threads, statistic=statistic)
     show = _progress_printer(progress)
-    todo = blocks_lib.space_blocks(backbone, input_shape, num_classes)
+    todo = blocks_lib.space_blocks(backbone, input_shape, num_classes, width_multiplier)
     for i, block in enumerate(todo, 1):
         cached = block.key in entries
         if not cached:
-            entries[block.key] = measure_block(block, threads=threads, runs=runs, warmup=warmup)
+            entries[block.key] = measure_block(block, threads=threads, runs=runs, warmup=warmup,
+                                               backbone=backbone, width_multiplier=width_multiplier,
+                                               statistic=statistic)
             if cache_path is not None:
                 LookupTable(entries, metadata, overhead).save(cache_path)
         show(i, len(todo), block.key, entries[block.key], cached)
