@@ -207,6 +207,13 @@ def test_tfds_mock_cifar10_and_imagenet():
         plain = _take(data.search_data("cifar10", batch_size=4, seed=2, augment=False).dataset, 1)[0]
         np.testing.assert_array_equal(plain[0][1], yt)
         assert not np.array_equal(plain[0][0], xt)
+        # tfds streams are shuffled statelessly: TensorFlow's global seed does not change them
+        try:
+            tf.random.set_seed(123)
+            other_global = _take(data.search_data("cifar10", batch_size=4, seed=2).dataset, 1)[0]
+        finally:
+            tf.random.set_seed(None)
+        tf.nest.map_structure(np.testing.assert_array_equal, other_global, run[0])
         _, _, einfo = data.eval_data("cifar10", 32, 8, cutout=16)
         assert einfo.validation_split == "test" and einfo.augment == "crop_flip"
 
@@ -218,6 +225,18 @@ def test_tfds_mock_cifar10_and_imagenet():
         assert einfo.validation_split == "validation" and einfo.augment == "resized_crop_flip"
         xb, yb = next(iter(train_ds))
         assert xb.shape == (4, 16, 16, 3)
+
+
+def test_bare_names_are_tfds_names_and_paths_are_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cifar10").mkdir()
+    with tfds.testing.mock_data(num_examples=8):
+        assert data.dataset_info("cifar10").image_shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        data.dataset_info("./cifar10")
+    (tmp_path / "mine" / "a").mkdir(parents=True)
+    Image.new("RGB", (5, 5)).save(tmp_path / "mine" / "a" / "x.png")
+    assert data.dataset_info("mine").num_classes == 1
 
 
 class UnasTestTinyImages(tfds.core.GeneratorBasedBuilder):

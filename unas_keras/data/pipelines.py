@@ -340,7 +340,7 @@ def _eval_parts(source, validation_split, channels):
             raise ValueError("dataset %r has no test split; pass validation_split=<fraction in (0, 1)> to hold "
                              "out part of the training data (default %g)"
                              % (source.info.name, constants.DEFAULT_EVAL_HELDOUT_FRACTION))
-        return source.train_part(channels), source.test_part(channels), source._test_split_name()
+        return source.train_part(channels), source.test_part(channels), source.test_split_name()
     fraction = sources.check_fraction(validation_split, "validation_split")
     train_part, val_part = source.split(fraction, channels)
     return train_part, val_part, fraction

@@ -68,26 +68,39 @@ class IndexPart:
 
 
 class StreamPart:
-    """Examples read from a tf.data stream in a fixed order; shuffles use a buffer seeded by the key."""
+    """Examples read from a tf.data stream in a fixed order; keyed shuffles are stateless block shuffles.
+
+    A keyed order cuts the stream into blocks of `shuffle_buffer` consecutive (still encoded) examples
+    and permutes each block with `stateless_shuffle` under fold_in(key, block index).  Unlike
+    `Dataset.shuffle`, the result depends on the key alone (not on TensorFlow's global seed or on when
+    the pipeline was built).  A block as large as the part (CIFAR) gives a uniform shuffle; ImageNet's
+    tfds records are already shuffled when tfds writes them, so block-local mixing suffices there.
+    """
 
     def __init__(self, dataset, size, decode, shuffle_buffer):
-        """Args: dataset: finite tf.data.Dataset of raw elements in a fixed order; size: its length;
-        decode: fn(element) -> (image, label); shuffle_buffer: buffer size of keyed shuffles."""
+        """Args: dataset: finite tf.data.Dataset of raw (encoded image, label) pairs in a fixed order;
+        size: its length; decode: fn(encoded, label) -> (image, label); shuffle_buffer: block size."""
         self._dataset = dataset
         self._size = int(size)
         self._decode = decode
-        self._shuffle_buffer = int(max(1, min(shuffle_buffer, size)))
+        self._block = int(max(1, min(shuffle_buffer, size)))
 
     @property
     def size(self):
         return self._size
 
     def ordered(self, key=None):
-        """A finite dataset of (image, label) in stream order (key None) or buffer-shuffled by the key."""
+        """A finite dataset of (image, label) in stream order (key None) or block-shuffled by the key."""
         dataset = self._dataset
         if key is not None:
-            seed = tf.random.stateless_uniform([], seed=key, minval=None, maxval=None, dtype=tf.int64)
-            dataset = dataset.shuffle(self._shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+            def shuffle_block(index, block):
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(tf.shape(block[1])[0]),
+                    seed=tf.random.experimental.stateless_fold_in(key, index))
+                return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(
+                    lambda values: tf.gather(values, order), block))
+
+            dataset = dataset.batch(self._block).enumerate().flat_map(shuffle_block)
         return dataset.map(self._decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
 
 
@@ -153,6 +166,9 @@ class _IndexSource:
         fetch = self._fetch_fn(channels)
         return (IndexPart(np.sort(order[:total - n_held]), fetch),
                 IndexPart(np.sort(order[total - n_held:]), fetch))
+
+    def test_split_name(self):
+        return None
 
     def test_part(self, channels):
         return None
@@ -232,9 +248,10 @@ class TfdsSource:
 
     @property
     def has_test_split(self):
-        return self._test_split_name() is not None
+        return self.test_split_name() is not None
 
-    def _test_split_name(self):
+    def test_split_name(self):
+        """The tfds split used for evaluation ("test", else "validation"), or None."""
         if self._known_splits:
             for split in ("test", "validation"):
                 if split in self._known_splits:
@@ -287,7 +304,7 @@ class TfdsSource:
                 self._part(full.skip(n_train), total - n_train, channels))
 
     def test_part(self, channels):
-        split = self._test_split_name()
+        split = self.test_split_name()
         if split is None:
             return None
         size = self._known_splits.get(split)
@@ -483,12 +500,15 @@ def resolve(dataset, data_dir=None):
     if not name:
         raise ValueError("dataset name is empty; %s" % _describe_allowed())
     key = constants.ALIASES.get(name.lower(), name.lower())
-    if key == constants.DIGITS:
+    if key in constants.EMBEDDED_DATASETS:
         return _load_digits()
-    if os.path.isdir(os.path.expanduser(name)):
+    # Explicit paths ("/data/imgs", "./cifar10", "~/x") are folders; a bare word is a tfds name first,
+    # so a local directory called "cifar10" never shadows the tfds dataset (write "./cifar10" for it).
+    if name.startswith(("/", "./", "../", "~")):
         return _folder_source(name)
-    if _looks_like_path(name):
-        base = name.split("/")[0].split(":")[0].lower()
-        if name.startswith(("/", "./", "../", "~")) or base not in _tfds_base_names():
-            return _folder_source(name)  # raises "does not exist"
-    return _tfds_source(key, data_dir)
+    base = key.split(":")[0].split("/")[0]
+    if base in _tfds_base_names():
+        return _tfds_source(key, data_dir)
+    if os.path.isdir(name) or _looks_like_path(name):
+        return _folder_source(name)  # raises "does not exist" for a missing one
+    return _tfds_source(key, data_dir)  # raises "unknown dataset"
