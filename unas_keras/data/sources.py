@@ -188,10 +188,16 @@ class ArraySource(_IndexSource):
                            image_shape=tuple(int(d) for d in images.shape[1:]))
         super().__init__(info, labels.astype(np.int32), variable_size=False, normalization=normalization)
         self.images = images
+        self._tensor_cache = None
+
+    def _tensors(self):
+        """The arrays as tensors, converted once per source (train and held-out parts share them)."""
+        if self._tensor_cache is None:
+            self._tensor_cache = (tf.convert_to_tensor(self.images), tf.convert_to_tensor(self.labels))
+        return self._tensor_cache
 
     def _fetch_fn(self, channels):
-        images = tf.convert_to_tensor(self.images)
-        labels = tf.convert_to_tensor(self.labels)
+        images, labels = self._tensors()
 
         def fetch(i):
             return preprocessing.convert_channels(tf.gather(images, i), channels), tf.gather(labels, i)
