@@ -81,18 +81,18 @@ def _auxiliary_head(x, num_classes, imagenet):
             f"The auxiliary head needs a feature map of at least {5 + stride} pixels after cell "
             f"2 * num_cells // 3, got {side}; use a larger input or auxiliary=False."
         )
-    x = keras.layers.ReLU(name="aux_relu_0")(x)
-    x = keras.layers.AveragePooling2D(5, strides=stride, name="aux_pool")(x)
-    x = keras.layers.Conv2D(128, 1, use_bias=False, name="aux_conv_0")(x)
-    x = batch_norm(True, "aux_bn_0")(x)
-    x = keras.layers.ReLU(name="aux_relu_1")(x)
-    x = keras.layers.Conv2D(768, 2, use_bias=False, name="aux_conv_1")(x)
+    x = keras.layers.ReLU(name="auxiliary_relu_0")(x)
+    x = keras.layers.AveragePooling2D(5, strides=stride, name="auxiliary_pool")(x)
+    x = keras.layers.Conv2D(128, 1, use_bias=False, name="auxiliary_conv_0")(x)
+    x = batch_norm(True, "auxiliary_bn_0")(x)
+    x = keras.layers.ReLU(name="auxiliary_relu_1")(x)
+    x = keras.layers.Conv2D(768, 2, use_bias=False, name="auxiliary_conv_1")(x)
     if not imagenet:
-        x = batch_norm(True, "aux_bn_1")(x)
-    x = keras.layers.ReLU(name="aux_relu_2")(x)
+        x = batch_norm(True, "auxiliary_bn_1")(x)
+    x = keras.layers.ReLU(name="auxiliary_relu_2")(x)
     # 1x1 at the DARTS input sizes; pooling keeps other sizes working.
-    x = keras.layers.GlobalAveragePooling2D(name="aux_pool_global")(x)
-    return keras.layers.Dense(num_classes, name="aux_classifier")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="auxiliary_pool_global")(x)
+    return keras.layers.Dense(num_classes, name="auxiliary_classifier")(x)
 
 
 def _darts_network(images, make_cell, num_classes, init_channels, num_cells, auxiliary=False):
