@@ -1,0 +1,214 @@
+"""The NAS-Bench-201 table reader and the tabular estimator benchmark."""
+
+import csv
+import importlib.util
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unas_keras import nb201_table
+from unas_keras.space import nb201 as nb201_space
+from unas_keras.space import presets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_TABLE = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "nas_bench_201.csv"))
+BENCHMARK = os.path.join(REPO, "benchmarks", "nb201_tabular.py")
+COLUMNS = list(nb201_table.DATASET_COLUMNS.values()) + ["ArchitectureString", "UniqueString"]
+ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+
+needs_real_table = pytest.mark.skipif(
+    not os.path.isfile(REAL_TABLE), reason=f"NAS-Bench-201 table absent at {REAL_TABLE}"
+)
+
+
+def _write_csv(path, rows, columns=COLUMNS):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return str(path)
+
+
+def _row(text, c10=90.0, c100=70.0, im=40.0):
+    return [c10, c100, im, text, "unique"]
+
+
+def _synthetic_accuracy(choices):
+    """An additive-plus-interaction landscape with a unique optimum at all nor_conv_3x3 but one skip."""
+    edge_values = np.array([0.0, 1.0, 2.0, 3.0, 0.5])
+    score = sum(edge_values[c] for c in choices) + (2.0 if choices[3] == 1 else 0.0)
+    return 50.0 + 2.0 * score
+
+
+def _write_synthetic_table(path):
+    rows = []
+    for choices in itertools.product(range(5), repeat=6):
+        acc = _synthetic_accuracy(choices)
+        text = nb201_space.format_string([nb201_space.OPS[c] for c in choices])
+        rows.append(_row(text, acc, acc - 20.0, acc - 40.0))
+    return _write_csv(path, rows)
+
+
+# ----------------------------------------------------------------------------- reader
+
+
+def test_missing_path_says_where_and_how(tmp_path):
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(ValueError) as info:
+        nb201_table.load_nb201_table(missing)
+    message = str(info.value)
+    assert str(missing) in message and "UNAS_NB201_TABLE" in message and "--table" in message
+
+
+def test_env_var_points_to_the_table(tmp_path, monkeypatch):
+    path = _write_csv(tmp_path / "t.csv", [_row(ALL_SKIP, 54.3)])
+    monkeypatch.setenv(nb201_table.ENV_VAR, path)
+    assert nb201_table.default_table_path() == path
+    assert nb201_table.load_nb201_table().accuracy(ALL_SKIP, "cifar10") == pytest.approx(54.3)
+    monkeypatch.setenv(nb201_table.ENV_VAR, str(tmp_path / "gone.csv"))
+    with pytest.raises(ValueError, match=r"\$UNAS_NB201_TABLE"):
+        nb201_table.load_nb201_table()
+
+
+def test_wrong_columns_are_named(tmp_path):
+    columns = ["CIFAR10TestAccuracy200Epochs", "ArchitectureString"]
+    path = _write_csv(tmp_path / "t.csv", [[90.0, ALL_SKIP]], columns=columns)
+    with pytest.raises(ValueError) as info:
+        nb201_table.load_nb201_table(path)
+    message = str(info.value)
+    assert "CIFAR100TestAccuracy200Epochs" in message and "ImageNetTestAccuracy200Epochs" in message
+
+
+@pytest.mark.parametrize("row, pattern", [
+    (_row(ALL_SKIP, "n/a"), r"line 2: column CIFAR10TestAccuracy200Epochs is not a number"),
+    (_row("|conv~0|+|x~0|y~1|+|a~0|b~1|c~2|"), r"line 2: .*unknown operation"),
+    (_row("not a cell"), r"line 2: .*expected 3"),
+    (_row(ALL_SKIP, 140.0), r"line 2: .* not an accuracy"),
+])
+def test_unparsable_rows(tmp_path, row, pattern):
+    path = _write_csv(tmp_path / "t.csv", [row])
+    with pytest.raises(ValueError, match=pattern):
+        nb201_table.load_nb201_table(path)
+
+
+def test_duplicate_and_empty_tables(tmp_path):
+    with pytest.raises(ValueError, match="line 3: duplicate"):
+        nb201_table.load_nb201_table(_write_csv(tmp_path / "d.csv", [_row(ALL_SKIP), _row(ALL_SKIP)]))
+    with pytest.raises(ValueError, match="no rows"):
+        nb201_table.load_nb201_table(_write_csv(tmp_path / "e.csv", []))
+
+
+def test_accuracy_lookups(tmp_path):
+    best = presets.get("nb201_best_cifar10")
+    path = _write_csv(tmp_path / "t.csv", [_row(ALL_SKIP, 54.3, 15.6, 16.3), _row(best.genotype.to_string(), 94.4)])
+    table = nb201_table.load_nb201_table(path)
+    assert len(table) == 2 and best in table and ALL_SKIP in table
+    assert table.accuracy(best, "cifar10") == pytest.approx(94.4)
+    assert table.accuracy(best.genotype, "cifar10") == pytest.approx(94.4)
+    assert table.accuracy([1] * 6, "cifar100") == pytest.approx(15.6)
+    assert table.accuracy(ALL_SKIP, "imagenet16") == pytest.approx(16.3)
+    assert table.best("cifar10") == (best.genotype.to_string(), pytest.approx(94.4))
+    with pytest.raises(ValueError, match="Unknown NB201 dataset"):
+        table.accuracy(ALL_SKIP, "cifar")
+    with pytest.raises(ValueError, match="not in the NB201 table"):
+        table.accuracy([0] * 6, "cifar10")
+    with pytest.raises(ValueError, match="op indices"):
+        table.accuracy([7] * 6, "cifar10")
+    with pytest.raises(ValueError, match="'nb201' architecture"):
+        table.accuracy(presets.get("darts_v2"), "cifar10")
+
+
+def test_architecture_index_is_base_5():
+    assert nb201_table.architecture_index([0] * 6) == 0
+    assert nb201_table.architecture_index([0, 0, 0, 0, 0, 1]) == 1
+    assert nb201_table.architecture_index([1, 0, 0, 0, 0, 0]) == 5 ** 5
+    assert nb201_table.architecture_index([4] * 6) == 5 ** 6 - 1
+
+
+@needs_real_table
+def test_real_table_sanity_figures():
+    table = nb201_table.load_nb201_table(REAL_TABLE)
+    assert len(table) == 15625
+    assert table.best("cifar10")[1] == pytest.approx(94.37, abs=0.005)
+    assert table.best("cifar100")[1] == pytest.approx(73.51, abs=0.005)
+    assert table.best("imagenet16")[1] == pytest.approx(47.31, abs=0.005)
+    assert table.accuracy(ALL_SKIP, "cifar10") == pytest.approx(54.30, abs=0.005)
+    assert table.accuracy(presets.get("nb201_best_cifar10"), "cifar10") == pytest.approx(94.37, abs=0.005)
+
+
+# -------------------------------------------------------------------------- benchmark
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("nb201_tabular_under_test", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ridge_control_variate_recovers_an_additive_landscape():
+    bench = _load_benchmark()
+    rng = np.random.default_rng(0)
+    indices = rng.integers(0, 5 ** 6, size=200)
+    choices = np.array([[(i // 5 ** (5 - e)) % 5 for e in range(6)] for i in indices])
+    true_w = rng.normal(size=(6, 5))
+    losses = 0.3 + true_w[np.arange(6), choices].sum(axis=1)
+    bias, w1, w2 = bench.fit_ridge(indices, losses, lam=1e-6, pairwise=False)
+    onehot = np.eye(5)[choices]
+    predicted = bias + np.einsum("nec,ec->n", onehot, w1)
+    np.testing.assert_allclose(predicted, losses, atol=1e-4)
+    assert np.all(w2 == 0.0)
+    bias, w1, w2 = bench.fit_ridge(indices, losses, lam=1e-3, pairwise=True)
+    pair = sum(np.einsum("ni,ij,nj->n", onehot[:, a], w2[p], onehot[:, b]) for p, (a, b) in enumerate(bench.PAIRS))
+    np.testing.assert_allclose(bias + np.einsum("nec,ec->n", onehot, w1) + pair, losses, atol=1e-2)
+
+
+def _run_benchmark(*args):
+    result = subprocess.run([sys.executable, BENCHMARK, *args], capture_output=True, text=True, timeout=600)
+    return result
+
+
+def test_bad_input_exits_with_status_2(tmp_path):
+    result = _run_benchmark(f"--table={tmp_path / 'missing.csv'}", "--budget=30", "--seeds=1")
+    assert result.returncode == 2
+    assert "not found" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = _run_benchmark(f"--table={tmp_path / 'missing.csv'}", "--budget=35", "--seeds=1")
+    assert result.returncode == 2
+
+
+@pytest.mark.slow
+def test_gradient_methods_learn_on_a_synthetic_table(tmp_path):
+    path = _write_synthetic_table(tmp_path / "synthetic.csv")
+    result = _run_benchmark(f"--table={path}", "--dataset=cifar10", "--budget=300", "--seeds=2",
+                            "--reinforce_lr=0.3", "--unas_lr=0.3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    entry = out["results"]["cifar10"]
+    mean_all = entry["mean_of_all_architectures"]
+    for method in ("reinforce", "unas"):
+        stats = entry["methods"][method]["final_accuracy"]
+        # A sign error would drive the argmax to the worst cells, far below the mean.
+        assert stats["min"] > mean_all + 10.0, (method, stats, mean_all)
+
+
+@needs_real_table
+def test_small_tabular_run_on_the_real_table():
+    result = _run_benchmark(f"--table={REAL_TABLE}", "--dataset=cifar10", "--budget=30", "--seeds=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["budget"] == 30 and out["seeds"] == 2
+    assert "NOT a reproduction" in out["note"] and "query" in out["query_rule"]
+    assert out["paper_anchors_cifar10"]["optimum"] == "94.37"
+    entry = out["results"]["cifar10"]
+    assert entry["optimum"] == pytest.approx(94.37, abs=0.005)
+    for method in ("random_search", "reinforce", "unas"):
+        stats = entry["methods"][method]
+        assert 10.0 <= stats["final_accuracy"]["min"] <= stats["final_accuracy"]["max"] <= entry["optimum"]
+        assert stats["best_seen_accuracy"]["max"] <= entry["optimum"]
+    random = entry["methods"]["random_search"]
+    assert random["final_accuracy"] == random["best_seen_accuracy"]
