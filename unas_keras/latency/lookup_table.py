@@ -243,7 +243,8 @@ def measure_block(block, threads=1, runs=20, warmup=5, backbone=PROXYLESS_BACKBO
     from unas_keras.latency.timing import measure_tflite_stats
 
     model = blocks_lib.build_block_model(block, backbone, width_multiplier)
-    stats = measure_tflite_stats(convert_to_tflite(model), threads=threads, runs=runs, warmup=warmup)
+    stats = measure_tflite_stats(convert_to_tflite(model, method="frozen_graph"), threads=threads,
+                                 runs=runs, warmup=warmup)
     return stats[f"{statistic}_ms"]
 
 
@@ -256,7 +257,8 @@ def measure_invoke_overhead(threads=1, runs=200, warmup=20, statistic="median"):
 
     inputs = keras.Input((1, 1, 1), batch_size=1)
     model = keras.Model(inputs, keras.layers.ReLU()(inputs))
-    stats = measure_tflite_stats(convert_to_tflite(model), threads=threads, runs=runs, warmup=warmup)
+    stats = measure_tflite_stats(convert_to_tflite(model, method="frozen_graph"), threads=threads,
+                                 runs=runs, warmup=warmup)
     return stats[f"{statistic}_ms"]
 
 

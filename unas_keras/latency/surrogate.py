@@ -206,7 +206,7 @@ class LatencySurrogate:
             raise ValueError(f"{path}: invalid latency surrogate: {err!r}") from None
 
 
-def fit_latency_surrogate(search_space, architectures, latencies_ms, l2=1.0):
+def fit_latency_surrogate(search_space, architectures, latencies_ms, l2=1.0, prior=None):
     """Fits g by ridge regression on the concatenated one-hot choices.
 
     Closed form with an unpenalised intercept:
@@ -220,6 +220,11 @@ def fit_latency_surrogate(search_space, architectures, latencies_ms, l2=1.0):
         latencies_ms: their latencies (measured or from a lookup table).
         l2: ridge penalty (the release uses 1.0). Use a small value (e.g.
             1e-6) when the targets are exactly additive (a lookup-table sum).
+        prior: optional `LatencySurrogate` (e.g. `lookup_table_surrogate`)
+            to shrink towards instead of towards zero: the ridge is fitted to
+            the residuals `latency - prior(arch)` and the prior's weights are
+            added back. With few measurements this keeps the lookup table's
+            per-block structure and learns only its systematic error.
 
     Returns:
         A `LatencySurrogate`.
@@ -240,11 +245,19 @@ def fit_latency_surrogate(search_space, architectures, latencies_ms, l2=1.0):
     rows = [one_hot_features(decisions, a if isinstance(a, dict) else space.encode(a))
             for a in architectures]
     x = np.stack(rows)
+    prior_w, prior_b = np.zeros(x.shape[1]), 0.0
+    if prior is not None:
+        if dict(prior.search_space.decisions()) != decisions:
+            raise ValueError("The prior surrogate belongs to a space with other decisions.")
+        prior_b = prior.bias
+        prior_w = np.concatenate([prior.weights[name].ravel() for name in decisions])
+        y = y - (prior_b + x @ prior_w)
     x_mean, y_mean = x.mean(axis=0), y.mean()
     xc = x - x_mean
     gram = xc.T @ xc + float(l2) * np.eye(x.shape[1])
     w = np.linalg.lstsq(gram, xc.T @ (y - y_mean), rcond=None)[0]
-    bias = y_mean - x_mean @ w
+    bias = y_mean - x_mean @ w + prior_b
+    w = w + prior_w
     weights, start = {}, 0
     for name, (r, k) in decisions.items():
         weights[name] = w[start:start + r * k].reshape(r, k)

@@ -13,9 +13,12 @@ the deployment setting latency is measured in.
 import dataclasses
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
+#: Ways to turn a Keras model into a TFLite model (see `convert_to_tflite`).
+CONVERSION_METHODS = ("concrete", "saved_model", "frozen_graph")
 #: Supported quantization modes.
 QUANTIZE_MODES = ("none", "float16", "int8")
 
@@ -107,7 +110,10 @@ def convert_to_tflite(model, quantize="none", representative_data=None, input_sh
         method: `"concrete"` (default: the model's inference function traced
             once and converted with its variables frozen; several times faster)
             or `"saved_model"` (`model.export(..., format="tf_saved_model")`
-            then `TFLiteConverter.from_saved_model`). Both give the same model.
+            then `TFLiteConverter.from_saved_model`) or `"frozen_graph"`
+            (variables folded into constants first, then TensorFlow's older
+            converter path; about twice as fast as `"concrete"`, used for
+            timing many models). All give the same model.
 
     Returns:
         The `.tflite` model as bytes.
@@ -129,13 +135,20 @@ def convert_to_tflite(model, quantize="none", representative_data=None, input_sh
     elif integer_io:
         raise ValueError("integer_io=True needs quantize='int8'.")
     signature = [tf.TensorSpec((batch_size,) + shape, tf.float32)]
-    if method not in ("concrete", "saved_model"):
-        raise ValueError(f"Unknown conversion method {method!r}; expected 'concrete' or 'saved_model'.")
+    if method not in CONVERSION_METHODS:
+        raise ValueError(f"Unknown conversion method {method!r}; expected one of {list(CONVERSION_METHODS)}.")
     with tempfile.TemporaryDirectory(prefix="unas_keras_tflite_") as tmp:
         if method == "saved_model":
             export_dir = os.path.join(tmp, "saved_model")
             model.export(export_dir, format="tf_saved_model", input_signature=signature, verbose=False)
             converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
+        elif method == "frozen_graph":
+            from tensorflow.python.framework.convert_to_constants import (
+                convert_variables_to_constants_v2)
+
+            serve = tf.function(lambda x: model(x, training=False), input_signature=signature)
+            frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         else:
             # A tf.Module that tracks the model's TensorFlow variables, so the
             # converter freezes them (the Keras 3 model itself is not a TF trackable).
@@ -358,6 +371,8 @@ def load_keras_model(path):
             __import__(module)
         except Exception:  # noqa: BLE001 - optional registrations only
             pass
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"Cannot load Keras model {path}: not a .keras archive (not a zip file).")
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as err:  # noqa: BLE001 - any loader failure is a bad input file
