@@ -1,0 +1,716 @@
+"""`UNASTuner`: a keras-tuner-shaped facade that runs several UNAS searches and keeps the best.
+
+A *trial* is one whole UNAS search (`unas_keras.search()`), run with a seed and, optionally, search
+hyper-parameters (the generalization-gap weight, the estimator temperature, learning rates, ...) drawn
+by a keras-tuner oracle. The derived network of the trial's search is then trained briefly and scored by
+its validation accuracy; its parameters, multiply-adds and (optionally) TFLite latency are recorded too.
+Running several seeds guards against the run-to-run variance of differentiable NAS.
+
+```python
+import unas_keras as uk
+
+tuner = uk.UNASTuner(space="proxyless", objective="gen_gap", estimator="rebar", max_trials=3,
+                     directory="runs", project_name="tuner_demo")
+tuner.search("digits", epochs=4)
+tuner.results_summary()
+best_arch = tuner.get_best_architectures(num=1)[0]
+best_model = tuner.get_best_models(num=1)[0]
+```
+
+Project folder (`directory/project_name`): keras-tuner's `oracle.json` and `tuner0.json`, and one
+`trial_<id>/` folder per trial holding keras-tuner's `trial.json`, the search's output folder `search/`
+(architecture.json, distribution.json, history.json, run.json, logs; checkpoints are removed once the
+trial is scored unless `keep_search_checkpoints=True`), a copy of `architecture.json`, the trained
+derived network's weights `model.weights.h5` and `result.json` (metrics and what is needed to rebuild
+the model). With `overwrite=False` a new tuner on the same folder reloads the project and continues:
+finished trials are kept, an interrupted trial is rerun and its search resumes from its checkpoint.
+"""
+
+import math
+import numbers
+import os
+import shutil
+import time
+
+import keras_tuner
+
+from unas_keras.search import run_config
+
+__all__ = ["UNASTuner", "HYPERPARAMETER_NAMES", "METRIC_NAMES"]
+
+#: Metrics every trial reports to the oracle (latency_ms only when it was measured).
+METRIC_NAMES = ("val_accuracy", "val_loss", "params", "macs", "latency_ms")
+_METRIC_DIRECTIONS = {"val_accuracy": "max", "val_loss": "min", "params": "min", "macs": "min",
+                      "latency_ms": "min"}
+
+# Search settings a trial may take from its hyper-parameters (also accepted as fixed tuner options).
+_SEARCH_HP = ("estimator", "temperature", "gen_gap_lambda", "pair_penalty", "soften_eps", "sampling",
+              "weight_lr", "weight_lr_min", "weight_decay", "arch_lr", "arch_lr_min", "arch_weight_decay",
+              "latency_lambda", "latency_ramp_steps", "warmup_epochs", "batch_size")
+# Spellings accepted for hyper-parameter names -> the search() keyword they set.
+_HP_ALIASES = {"arch_learning_rate": "arch_lr", "weight_learning_rate": "weight_lr"}
+# Settings of the short training of the derived network that may be hyper-parameters.
+_TRAIN_HP = ("train_learning_rate",)
+#: Hyper-parameter names `run_trial` understands, besides the space options of the tuner's space.
+HYPERPARAMETER_NAMES = ("seed",) + _SEARCH_HP + tuple(_HP_ALIASES) + _TRAIN_HP
+
+_DEFAULT_MAX_TRIALS = 3
+_SEED_RANGE = (0, 99999)
+_RESULT_FILE = "result.json"
+_WEIGHTS_FILE = "model.weights.h5"
+_ARCH_FILE = "architecture.json"
+_SEARCH_DIR = "search"
+# Search options that are fixed per tuner and can also be given to the constructor.
+_FIXED_SEARCH_OPTIONS = ("resolution", "image_channels", "val_fraction", "augment", "lr_reference_batch",
+                         "weight_clipnorm")
+# Derived-network options of each space that the search's space options carry over to by default.
+_NETWORK_FROM_SPACE = {"darts": ("init_channels", "num_cells"), "proxyless": ("width_multiplier",),
+                       "nb201": ("channels", "cells_per_stage")}
+
+
+def _fatal(message):
+    """A ValueError that keras-tuner does not swallow as a failed trial."""
+    return keras_tuner.errors.FatalValueError(message)
+
+
+def _check_int(value, name, minimum, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_positive(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or value <= 0):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}.")
+    return float(value)
+
+
+def _make_objective(tuner_objective):
+    """The keras-tuner objective over the trial metrics ("val_accuracy" -> Objective(..., "max"))."""
+    items = tuner_objective if isinstance(tuner_objective, (list, tuple)) else [tuner_objective]
+    if not items:
+        raise ValueError("tuner_objective must not be empty.")
+    objectives = []
+    for item in items:
+        if isinstance(item, str):
+            if item not in _METRIC_DIRECTIONS:
+                raise ValueError(f"Unknown tuner_objective {item!r}; expected one of {list(METRIC_NAMES)} "
+                                 f"or a keras_tuner.Objective over them.")
+            objectives.append(keras_tuner.Objective(item, _METRIC_DIRECTIONS[item]))
+        elif isinstance(item, keras_tuner.Objective):
+            if item.name not in _METRIC_DIRECTIONS:
+                raise ValueError(f"tuner_objective {item.name!r} is not a trial metric; trials report "
+                                 f"{list(METRIC_NAMES)}.")
+            objectives.append(item)
+        else:
+            raise ValueError(f"tuner_objective must be a metric name or a keras_tuner.Objective, got "
+                             f"{type(item).__name__}.")
+    return objectives[0] if len(objectives) == 1 else objectives
+
+
+def _objective_names(objective):
+    if isinstance(objective, keras_tuner.engine.objective.MultiObjective):
+        return list(objective.name_to_direction)
+    return [objective.name]
+
+
+def _describe_validation(validation_data):
+    """JSON description of `validation_data` (see `UNASTuner.search`)."""
+    if validation_data is None:
+        return None
+    if isinstance(validation_data, str) and validation_data in ("test", "validation"):
+        return validation_data
+    if isinstance(validation_data, numbers.Real) and not isinstance(validation_data, bool):
+        if not 0.0 < float(validation_data) < 1.0:
+            raise ValueError(f"validation_data as a fraction must be in (0, 1), got {validation_data!r}.")
+        return float(validation_data)
+    if isinstance(validation_data, (tuple, list, os.PathLike)) or (
+            isinstance(validation_data, str) and os.path.isdir(validation_data)):
+        return run_config.describe_dataset(validation_data)
+    raise ValueError(
+        "validation_data must be None (the evaluation part of train_data: its test split, or a held-out "
+        "20%), a held-out fraction in (0, 1), 'test' / 'validation' (a split of train_data), (x, y) arrays "
+        f"or a folder of class sub-folders; got {validation_data!r}.")
+
+
+def _explicit_validation_dataset(validation_data, info, batch_size, data_dir):
+    """Explicit validation arrays / folder, preprocessed exactly like the evaluation part of train_data."""
+    import tensorflow as tf
+
+    from unas_keras.data import preprocessing
+    from unas_keras.data import sources
+
+    channels = info.input_shape[-1]
+    source = sources.resolve(validation_data, data_dir)
+    if source.info.num_classes > info.num_classes:
+        raise ValueError(f"validation_data has labels up to {source.info.num_classes - 1}, but train_data has "
+                         f"only {info.num_classes} classes.")
+    part = source.train_part(channels)
+    preprocess = preprocessing.make_preprocess_fn(info.input_shape[0], source.variable_size, "none",
+                                                  info.mean, info.std)
+    zero = tf.zeros([2], tf.int64)
+    dataset = part.ordered(None).map(lambda image, label: preprocess(image, label, zero),
+                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), part.size
+
+
+def _evaluate(model, dataset):
+    """(accuracy, mean cross-entropy) of a logits model over a dataset of (images, int labels)."""
+    import numpy as np
+
+    correct, total, loss_sum = 0, 0, 0.0
+    for images, labels in dataset:
+        logits = model(images, training=False)
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        logits = np.asarray(logits, dtype=np.float64)
+        labels = np.asarray(labels).astype(np.int64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss_sum += float(-log_probs[np.arange(labels.shape[0]), labels].sum())
+        correct += int((logits.argmax(axis=1) == labels).sum())
+        total += int(labels.shape[0])
+    if total == 0:
+        raise ValueError("The validation data is empty.")
+    return correct / total, loss_sum / total
+
+
+def _json_value(value):
+    """Hyper-parameter values as plain JSON types."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)
+
+
+class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
+    """Runs several UNAS searches (trials) and ranks their derived networks, keras-tuner style.
+
+    Each trial draws a `seed` (always a hyper-parameter) and any other hyper-parameters in the oracle's
+    space from `trial.hyperparameters`, runs `unas_keras.search()` into its trial folder, trains the
+    derived network for `train_epochs` epochs, and reports `val_accuracy`, `val_loss`, `params`, `macs`
+    and `latency_ms` (with `measure_latency`). The oracle ranks trials by `tuner_objective`
+    (`keras_tuner.Objective("val_accuracy", "max")` by default).
+
+    Args:
+        space: the search space, "darts", "proxyless" or "nb201".
+        objective: the UNAS search objective, "gen_gap", "train" or "val" (the tuner's own ranking
+            objective is `tuner_objective`).
+        estimator: the gradient estimator, "rebar" (alias "unas"), "reinforce", "gumbel_softmax" or
+            "relax".
+        max_trials: the number of searches to run at most (default 3). Raising it on a reloaded project
+            runs only the missing trials. Give it to the oracle instead when passing `oracle`.
+        directory: folder of the project (default ".").
+        project_name: name of the project's sub-folder (default "unas_tuner").
+        overwrite: False reloads an existing project of the same name and continues it; True deletes it.
+        oracle: a keras-tuner `Oracle` (default: `keras_tuner.oracles.RandomSearchOracle`). Its space
+            gets a `seed` hyper-parameter unless it already has one.
+        hyperparameters: a `keras_tuner.HyperParameters` with the space of the default oracle, e.g.
+            `hp.Float("gen_gap_lambda", 0.1, 1.0)`, `hp.Choice("temperature", [0.2, 0.4, 1.0])`,
+            `hp.Float("arch_learning_rate", 1e-4, 1e-2, sampling="log")`. Names are those of
+            `HYPERPARAMETER_NAMES` or a space option of `space`; a value overrides the fixed option of
+            the same name.
+        seeds: the search seeds to try (`hp.Choice("seed", seeds)`); default: `hp.Int("seed", 0, 99999)`.
+        seed: the seed of the default oracle (makes the drawn trials reproducible).
+        tuner_objective: what ranks the trials: a metric name (one of `METRIC_NAMES`, direction
+            implied), a `keras_tuner.Objective` over them, or a list of those.
+        max_retries_per_trial: retries of a crashed trial (default oracle).
+        max_consecutive_failed_trials: the search stops after this many failed trials in a row
+            (default oracle).
+        warmup_epochs: warm-up epochs of each search (None: the dataset profile's default).
+        batch_size: batch size of each search (None: the profile's default).
+        steps_per_epoch: cap on the steps of a search epoch (quick runs).
+        target_latency_ms: the latency target of each search (adds the latency term).
+        strategy: a `tf.distribute.Strategy` (or "mirrored" / "multi_worker") for the searches.
+        data_dir: tensorflow-datasets data directory.
+        train_epochs: epochs of the short training of each derived network (default 1).
+        train_batch_size: its batch size (None: the search's batch size).
+        train_steps_per_epoch: cap on its steps per epoch (None: one pass over the training data).
+        train_learning_rate: its peak SGD learning rate (cosine decay; default 0.05).
+        network_options: options of `unas_keras.build_model` for the derived network (default: the
+            search's size options, e.g. `width_multiplier` for proxyless, `init_channels` and
+            `num_cells` for DARTS).
+        measure_latency: measure each derived network's TFLite latency (LiteRT, batch 1); a model that
+            fails to convert records None.
+        latency_threads: LiteRT threads for the latency measurement.
+        latency_runs: timed invocations per measurement.
+        keep_search_checkpoints: keep each search's `checkpoints/` folder after the trial is scored.
+        search_verbose: verbosity of each search (0, 1 or 2; default: 0 when the tuner is quiet, else 1).
+        **options: fixed search settings (`temperature`, `gen_gap_lambda`, `soften_eps`, `sampling`,
+            `pair_penalty`, `weight_lr`, `arch_lr`, `latency_lambda`, `resolution`, `image_channels`,
+            `val_fraction`, `augment`, ...) and space options (darts `ops`, `init_channels`, `num_cells`;
+            proxyless `width_multiplier`; nb201 `channels`, `cells_per_stage`).
+
+    Raises:
+        ValueError: an unknown space, objective, estimator, option or hyper-parameter name, a bad value,
+            or (with `overwrite=False`) a project folder holding a tuner with different settings.
+    """
+
+    def __init__(self, space="proxyless", objective="gen_gap", estimator="rebar", max_trials=None,
+                 directory=None, project_name=None, overwrite=False, *, oracle=None, hyperparameters=None,
+                 seeds=None, seed=None, tuner_objective="val_accuracy", max_retries_per_trial=0,
+                 max_consecutive_failed_trials=3, warmup_epochs=None, batch_size=None, steps_per_epoch=None,
+                 target_latency_ms=None, strategy=None, data_dir=None, train_epochs=1, train_batch_size=None,
+                 train_steps_per_epoch=None, train_learning_rate=0.05, network_options=None,
+                 measure_latency=True, latency_threads=1, latency_runs=20, keep_search_checkpoints=False,
+                 search_verbose=None, **options):
+        from unas_keras import estimators as estimators_lib
+
+        if not isinstance(space, str) or space not in run_config.SPACES:
+            raise ValueError(f"Unknown search space {space!r}; expected one of {list(run_config.SPACES)}.")
+        if not isinstance(objective, str) or objective not in run_config.OBJECTIVES:
+            raise ValueError(f"Unknown search objective {objective!r}; expected one of "
+                             f"{list(run_config.OBJECTIVES)} (the tuner ranks trials by tuner_objective).")
+        if not isinstance(estimator, str) or estimator.lower() not in estimators_lib.names():
+            raise ValueError(f"Unknown estimator {estimator!r}; expected one of {estimators_lib.names()}.")
+        space_option_names = run_config.SPACE_OPTIONS[space]
+        allowed_options = set(_SEARCH_HP) | set(_FIXED_SEARCH_OPTIONS) | set(space_option_names)
+        allowed_options -= {"estimator", "warmup_epochs", "batch_size"}  # explicit arguments
+        unknown = sorted(set(options) - allowed_options)
+        if unknown:
+            raise ValueError(f"Unknown option(s) {unknown} for UNASTuner on the {space!r} space; search options: "
+                             f"{sorted(allowed_options - set(space_option_names))}; {space} space options: "
+                             f"{list(space_option_names)}.")
+        if oracle is not None and (max_trials is not None or hyperparameters is not None or seed is not None):
+            raise ValueError("Pass max_trials, hyperparameters and seed to the oracle when you give `oracle`.")
+        if oracle is not None and not isinstance(oracle, keras_tuner.Oracle):
+            raise ValueError(f"oracle must be a keras_tuner.Oracle, got {type(oracle).__name__}.")
+        if oracle is None:
+            max_trials = _DEFAULT_MAX_TRIALS if max_trials is None else _check_int(max_trials, "max_trials", 1)
+        if hyperparameters is not None and not isinstance(hyperparameters, keras_tuner.HyperParameters):
+            raise ValueError(f"hyperparameters must be a keras_tuner.HyperParameters, got "
+                             f"{type(hyperparameters).__name__}.")
+        if seeds is not None:
+            if (not isinstance(seeds, (list, tuple)) or not seeds
+                    or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)):
+                raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}.")
+            seeds = sorted({int(s) for s in seeds})
+        if search_verbose is not None and search_verbose not in (0, 1, 2):
+            raise ValueError(f"search_verbose must be 0, 1 or 2, got {search_verbose!r}.")
+        if network_options is not None and not isinstance(network_options, dict):
+            raise ValueError(f"network_options must be a dict of build_model options, got "
+                             f"{type(network_options).__name__}.")
+
+        self.space = space
+        self.search_objective = objective
+        self.estimator = estimator.lower()
+        self.warmup_epochs = _check_int(warmup_epochs, "warmup_epochs", 0, allow_none=True)
+        self.batch_size = _check_int(batch_size, "batch_size", 1, allow_none=True)
+        self.steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", 1, allow_none=True)
+        self.target_latency_ms = _check_positive(target_latency_ms, "target_latency_ms", allow_none=True)
+        self.strategy = strategy
+        self.data_dir = data_dir
+        self.train_epochs = _check_int(train_epochs, "train_epochs", 1)
+        self.train_batch_size = _check_int(train_batch_size, "train_batch_size", 1, allow_none=True)
+        self.train_steps_per_epoch = _check_int(train_steps_per_epoch, "train_steps_per_epoch", 1, allow_none=True)
+        self.train_learning_rate = _check_positive(train_learning_rate, "train_learning_rate")
+        self.network_options = None if network_options is None else dict(network_options)
+        self.measure_latency = bool(measure_latency)
+        self.latency_threads = _check_int(latency_threads, "latency_threads", 1)
+        self.latency_runs = _check_int(latency_runs, "latency_runs", 1)
+        self.keep_search_checkpoints = bool(keep_search_checkpoints)
+        self.search_verbose = search_verbose
+        self.options = dict(options)
+        self._data_settings = None  # recorded by the first search() of the project
+
+        if oracle is None:
+            space_hp = hyperparameters.copy() if hyperparameters is not None else keras_tuner.HyperParameters()
+            self._add_seed(space_hp, seeds)
+            oracle = keras_tuner.oracles.RandomSearchOracle(
+                objective=_make_objective(tuner_objective), max_trials=max_trials, hyperparameters=space_hp,
+                seed=seed, max_retries_per_trial=max_retries_per_trial,
+                max_consecutive_failed_trials=max_consecutive_failed_trials)
+        else:
+            names = _objective_names(oracle.objective)
+            missing = [n for n in names if n not in _METRIC_DIRECTIONS]
+            if missing:
+                raise ValueError(f"The oracle's objective {missing} is not a trial metric; trials report "
+                                 f"{list(METRIC_NAMES)}.")
+            space_hp = oracle.get_space()
+            if "seed" not in space_hp:
+                self._add_seed(space_hp, seeds)
+                oracle.update_space(space_hp)
+        self._check_hyperparameter_names(oracle.get_space())
+        super().__init__(oracle=oracle, directory=directory, project_name=project_name or "unas_tuner",
+                         overwrite=overwrite)
+
+    # ------------------------------------------------------------------------------------ configuration
+
+    @staticmethod
+    def _add_seed(hp, seeds):
+        if "seed" in hp:
+            return
+        if seeds is None:
+            hp.Int("seed", *_SEED_RANGE)
+        elif len(seeds) == 1:
+            hp.Fixed("seed", seeds[0])
+        else:
+            hp.Choice("seed", seeds)
+
+    def _check_hyperparameter_names(self, hp):
+        allowed = set(HYPERPARAMETER_NAMES) | set(run_config.SPACE_OPTIONS[self.space])
+        unknown = sorted({p.name for p in hp.space} - allowed)
+        if unknown:
+            raise ValueError(f"Unknown hyper-parameter name(s) {unknown} for a {self.space!r} UNASTuner; "
+                             f"allowed: {sorted(allowed)}.")
+
+    def _settings(self):
+        """The settings that must match for a reloaded project to be continued."""
+        return {
+            "space": self.space, "objective": self.search_objective, "estimator": self.estimator,
+            "warmup_epochs": self.warmup_epochs, "batch_size": self.batch_size,
+            "steps_per_epoch": self.steps_per_epoch, "target_latency_ms": self.target_latency_ms,
+            "train_epochs": self.train_epochs, "train_batch_size": self.train_batch_size,
+            "train_steps_per_epoch": self.train_steps_per_epoch, "train_learning_rate": self.train_learning_rate,
+            "network_options": self.network_options,
+            "options": {k: _json_value(v) if not isinstance(v, (list, tuple)) else list(v)
+                        for k, v in sorted(self.options.items())},
+        }
+
+    def get_state(self):
+        state = super().get_state()
+        state.update(settings=self._settings(), data=self._data_settings)
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        saved = state.get("settings")
+        if saved is not None:
+            current = self._settings()
+            differences = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+                           for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+            if differences:
+                raise ValueError(
+                    f"The project {self.project_dir} was created with different tuner settings "
+                    f"({'; '.join(differences)}). Repeat the original settings to continue it, or pass "
+                    f"overwrite=True or a new project_name.")
+        self._data_settings = state.get("data")
+
+    # ------------------------------------------------------------------------------------------ search
+
+    def search(self, train_data, validation_data=None, epochs=None, verbose=1):
+        """Runs trials until the oracle stops (max_trials reached, or its space exhausted).
+
+        Args:
+            train_data: the data of the searches and of the short training: "digits", a
+                tensorflow-datasets name, a folder of class sub-folders, or (x, y) arrays (as in
+                `unas_keras.search`).
+            validation_data: what the derived networks are scored on. None: the evaluation part of
+                `train_data` (its test split for tensorflow-datasets sets that have one, otherwise a
+                fixed class-stratified 20% held out from the short training); a fraction in (0, 1) to
+                hold out instead; "test" or "validation" (that split of `train_data`); or (x, y) arrays
+                or a folder, preprocessed like `train_data` (the training then uses `train_data`'s
+                default training part).
+            epochs: epochs of each UNAS search, warm-up included (None: the dataset profile's default).
+            verbose: 0 silent, 1 (or "auto") trial summaries and search progress.
+
+        Raises:
+            ValueError: unusable data or settings, or data / epochs different from those this project was
+                searched with.
+        """
+        if verbose == "auto":
+            verbose = 1
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
+        verbose = int(verbose)
+        epochs = _check_int(epochs, "epochs", 1, allow_none=True)
+        data = {"train_data": run_config.describe_dataset(train_data),
+                "validation_data": _describe_validation(validation_data), "epochs": epochs}
+        # Validate the whole configuration before the first trial (keras-tuner would otherwise record a
+        # configuration error as a failed trial and go on).
+        from unas_keras.data import dataset_info
+
+        dataset_info(train_data, self.data_dir)
+        self._search_config(train_data, epochs, dict(self.oracle.get_space().values))
+        if self._data_settings is not None and self._data_settings != data:
+            differences = [f"{key}: {self._data_settings.get(key)!r} -> {data[key]!r}" for key in data
+                           if self._data_settings.get(key) != data[key]]
+            raise ValueError(f"The project {self.project_dir} was searched with other data or epochs "
+                             f"({'; '.join(differences)}). Repeat them to continue it, or pass "
+                             f"overwrite=True or a new project_name.")
+        self._data_settings = data
+        self.save()
+        super().search(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose)
+
+    def _hp_values(self, trial):
+        """The trial's hyper-parameter values, aliases resolved: (search overrides, train overrides, seed)."""
+        values = dict(trial.hyperparameters.values)
+        seed = values.pop("seed", None)
+        if seed is None:
+            seed = int(trial.trial_id)
+        search_values, train_values = {}, {}
+        for name, value in values.items():
+            if name in _TRAIN_HP:
+                train_values[name] = value
+            else:
+                search_values[_HP_ALIASES.get(name, name)] = value
+        return search_values, train_values, int(seed)
+
+    def _search_kwargs(self, train_data, epochs, search_values, seed):
+        kwargs = dict(space=self.space, dataset=train_data, estimator=self.estimator,
+                      objective=self.search_objective, epochs=epochs, warmup_epochs=self.warmup_epochs,
+                      batch_size=self.batch_size, seed=seed, target_latency_ms=self.target_latency_ms,
+                      steps_per_epoch=self.steps_per_epoch)
+        kwargs.update(self.options)
+        kwargs.update(search_values)
+        return kwargs
+
+    def _search_config(self, train_data, epochs, hp_values):
+        """The effective search configuration of a trial (validates it; raises ValueError)."""
+        search_values = {_HP_ALIASES.get(k, k): v for k, v in hp_values.items() if k not in _TRAIN_HP + ("seed",)}
+        kwargs = self._search_kwargs(train_data, epochs, search_values, hp_values.get("seed", 0))
+        return run_config.resolve_config(data_dir=self.data_dir, **kwargs)
+
+    def _network_options(self, cfg):
+        if self.network_options is not None:
+            return dict(self.network_options)
+        return {k: cfg["space_options"][k] for k in _NETWORK_FROM_SPACE[self.space] if k in cfg["space_options"]}
+
+    def run_trial(self, trial, train_data, validation_data=None, epochs=None, verbose=1):
+        """Runs one UNAS search, trains its derived network briefly and scores it.
+
+        Returns:
+            dict of metrics: val_accuracy, val_loss, params, macs and (when measured) latency_ms.
+        """
+        from unas_keras.search import checkpoint as checkpoint_lib
+
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        result_path = os.path.join(trial_dir, _RESULT_FILE)
+        if os.path.exists(result_path) and os.path.exists(os.path.join(trial_dir, _WEIGHTS_FILE)):
+            # Scored before an interruption that came before the oracle recorded it.
+            return dict(checkpoint_lib.read_json(result_path)["metrics"])
+        search_values, train_values, seed = self._hp_values(trial)
+        started = time.time()
+        try:
+            cfg = self._search_config(train_data, epochs, dict(search_values, seed=seed))
+            search_result = self._run_search(train_data, epochs, search_values, seed, trial_dir, verbose)
+            scored = self._train_and_score(search_result.architecture, cfg, train_data, validation_data, seed,
+                                           train_values, verbose)
+        except keras_tuner.errors.FatalError:
+            raise
+        except ValueError as error:  # a configuration problem: stop the tuner instead of failing each trial
+            raise _fatal(str(error)) from error
+        model, metrics, record = scored
+        search_result.architecture.save(os.path.join(trial_dir, _ARCH_FILE))
+        self.save_model(trial.trial_id, model)
+        record.update(trial_id=trial.trial_id, seed=seed,
+                      hyperparameters={k: _json_value(v) for k, v in trial.hyperparameters.values.items()},
+                      search_dir=os.path.join(trial_dir, _SEARCH_DIR), architecture=str(search_result.architecture),
+                      wall_time_s=round(time.time() - started, 2))
+        checkpoint_lib.write_json_atomic(result_path, record)
+        if not self.keep_search_checkpoints:
+            shutil.rmtree(os.path.join(trial_dir, _SEARCH_DIR, "checkpoints"), ignore_errors=True)
+        return metrics
+
+    def _run_search(self, train_data, epochs, search_values, seed, trial_dir, verbose):
+        from unas_keras.search import runner
+
+        kwargs = self._search_kwargs(train_data, epochs, search_values, seed)
+        search_verbose = self.search_verbose if self.search_verbose is not None else min(int(verbose), 1)
+        return runner.search(output_dir=os.path.join(trial_dir, _SEARCH_DIR), strategy=self.strategy,
+                             verbose=search_verbose, data_dir=self.data_dir, **kwargs)
+
+    def _train_and_score(self, architecture, cfg, train_data, validation_data, seed, train_values, verbose):
+        """Trains the derived network briefly; returns (model, metrics, result record)."""
+        import keras
+
+        from unas_keras import profile
+        from unas_keras.data import eval_data
+        from unas_keras.networks import build_model
+        from unas_keras.training import compile_for_training
+        from unas_keras.training import one_hot_labels
+
+        batch_size = self.train_batch_size or cfg["batch_size"]
+        split = validation_data if isinstance(_describe_validation(validation_data), (float, str)) else None
+        capped = self.train_steps_per_epoch is not None
+        train_ds, val_ds, info = eval_data(train_data, image_size=cfg["resolution"], batch_size=batch_size,
+                                           seed=seed, validation_split=split, channels=cfg["image_channels"],
+                                           start_epoch=0 if capped else None, data_dir=self.data_dir)
+        num_val = info.num_val
+        if split is None and validation_data is not None:
+            val_ds, num_val = _explicit_validation_dataset(validation_data, info, batch_size, self.data_dir)
+        steps = min(self.train_steps_per_epoch, info.steps_per_epoch) if capped else info.steps_per_epoch
+        learning_rate = float(train_values.get("train_learning_rate", self.train_learning_rate))
+        network_options = self._network_options(cfg)
+
+        keras.utils.set_random_seed(seed)
+        model = build_model(architecture, num_classes=info.num_classes, input_shape=info.input_shape,
+                            **network_options)
+        num_outputs = len(model.outputs) if isinstance(model.outputs, (list, tuple)) else 1
+        compile_for_training(model, steps_per_epoch=steps, epochs=self.train_epochs, learning_rate=learning_rate)
+        history = model.fit(one_hot_labels(train_ds, info.num_classes, num_outputs), epochs=self.train_epochs,
+                            steps_per_epoch=steps if capped else None, shuffle=False, verbose=0)
+        accuracy, loss = _evaluate(model, val_ds)
+
+        metrics = {"val_accuracy": float(accuracy), "val_loss": float(loss),
+                   "params": float(profile.count_params(model, exclude_auxiliary=True))}
+        record = {"model": {"num_classes": int(info.num_classes), "input_shape": list(info.input_shape),
+                            "network_options": network_options},
+                  "training": {"epochs": self.train_epochs, "steps_per_epoch": steps, "batch_size": batch_size,
+                               "learning_rate": learning_rate, "num_train": int(info.num_train),
+                               "num_val": int(num_val),
+                               "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}},
+                  "errors": {}}
+        try:
+            metrics["macs"] = float(profile.count_macs(model))
+        except (ValueError, TypeError) as error:
+            record["errors"]["macs"] = str(error)
+        if self.measure_latency:
+            try:
+                from unas_keras import latency
+
+                metrics["latency_ms"] = float(latency.measure_tflite(model, threads=self.latency_threads,
+                                                                     runs=self.latency_runs))
+            except Exception as error:  # conversion or runtime failure: record it, keep the trial
+                record["errors"]["latency_ms"] = f"{type(error).__name__}: {error}"
+        record["metrics"] = dict(metrics)
+        return model, metrics, record
+
+    # ------------------------------------------------------------------------------------ models & results
+
+    def save_model(self, trial_id, model, step=0):
+        """Saves the trained derived network's weights in the trial folder."""
+        model.save_weights(os.path.join(self.get_trial_dir(trial_id), _WEIGHTS_FILE))
+
+    def _read_result(self, trial):
+        from unas_keras.search import checkpoint as checkpoint_lib
+
+        path = os.path.join(self.get_trial_dir(trial.trial_id), _RESULT_FILE)
+        if not os.path.exists(path):
+            return None
+        return checkpoint_lib.read_json(path)
+
+    def load_model(self, trial):
+        """Rebuilds a trial's derived network and loads its trained weights.
+
+        Raises:
+            ValueError: the trial has no saved model (it did not complete).
+        """
+        from unas_keras.networks import build_model
+        from unas_keras.space import Architecture
+
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        record = self._read_result(trial)
+        weights = os.path.join(trial_dir, _WEIGHTS_FILE)
+        if record is None or not os.path.exists(weights):
+            raise ValueError(f"Trial {trial.trial_id} has no trained model (status {trial.status}).")
+        arch = Architecture.load(os.path.join(trial_dir, _ARCH_FILE))
+        spec = record["model"]
+        model = build_model(arch, num_classes=spec["num_classes"], input_shape=tuple(spec["input_shape"]),
+                            **spec["network_options"])
+        model.load_weights(weights)
+        return model
+
+    def _best_completed_trials(self, num):
+        num = _check_int(num, "num", 1)
+        trials = self.oracle.get_best_trials(num)
+        return [t for t in trials if t.status == keras_tuner.engine.trial.TrialStatus.COMPLETED]
+
+    def get_best_architectures(self, num=1):
+        """The derived architectures of the best completed trials, best first.
+
+        Args:
+            num: how many (fewer come back when fewer trials completed).
+
+        Returns:
+            list of `unas_keras.Architecture`.
+        """
+        from unas_keras.space import Architecture
+
+        return [Architecture.load(os.path.join(self.get_trial_dir(t.trial_id), _ARCH_FILE))
+                for t in self._best_completed_trials(num)]
+
+    def get_best_models(self, num=1, *, num_models=None):
+        """The trained derived networks of the best completed trials, best first.
+
+        Args:
+            num: how many (fewer come back when fewer trials completed).
+            num_models: keras-tuner's spelling of `num` (wins when given).
+
+        Returns:
+            list of `keras.Model` (the short-trained networks; retrain the best architecture fully for
+            final use).
+        """
+        return [self.load_model(t) for t in self._best_completed_trials(num if num_models is None else num_models)]
+
+    def get_trial_results(self, num_trials=None):
+        """One dict per trial, best first (completed trials first, by the tuner objective).
+
+        Each dict has trial_id, status, seed, hyperparameters (the other values), score, val_accuracy,
+        val_loss, params, macs, latency_ms (None when not measured), architecture (compact string) and
+        trial_dir.
+        """
+        total = len(self.oracle.trials)
+        if num_trials is not None:
+            total = min(_check_int(num_trials, "num_trials", 1), total)
+        rows = []
+        for trial in self.oracle.get_best_trials(total) if total else []:
+            record = self._read_result(trial) or {}
+            metrics = record.get("metrics", {})
+            values = dict(trial.hyperparameters.values)
+            rows.append({
+                "trial_id": trial.trial_id, "status": str(trial.status), "seed": values.pop("seed", None),
+                "hyperparameters": values, "score": trial.score,
+                **{name: metrics.get(name) for name in METRIC_NAMES},
+                "architecture": record.get("architecture"), "trial_dir": self.get_trial_dir(trial.trial_id),
+            })
+        return rows
+
+    def results_summary(self, num_trials=10):
+        """Prints a table of the best trials: id, seed and hyper-parameters, validation accuracy,
+        parameters, multiply-adds and latency."""
+        rows = self.get_trial_results(num_trials)
+        objective = self.oracle.objective
+        print("Results summary")
+        print(f"Results in {self.project_dir}")
+        print(f"Space {self.space}, estimator {self.estimator}, search objective {self.search_objective}; "
+              f"trials ranked by {objective}")
+        completed = sum(r["status"] == "COMPLETED" for r in rows)
+        print(f"Showing {len(rows)} of {len(self.oracle.trials)} trials ({completed} completed shown)")
+        hp_names = []
+        for row in rows:
+            hp_names.extend(n for n in row["hyperparameters"] if n not in hp_names)
+        headers = ["trial", "status", "seed"] + hp_names + ["val_accuracy", "params", "MACs", "latency_ms"]
+
+        def fmt(value, kind=None):
+            if value is None:
+                return "-"
+            if kind == "acc":
+                return f"{value:.4f}"
+            if kind == "count":
+                value = float(value)
+                return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}K" if value >= 1e3 else f"{value:.0f}"
+            if kind == "ms":
+                return f"{value:.3f}"
+            if isinstance(value, float):
+                return f"{value:.4g}"
+            return str(value)
+
+        table = [headers]
+        for row in rows:
+            table.append([row["trial_id"], row["status"], fmt(row["seed"])]
+                         + [fmt(row["hyperparameters"].get(n)) for n in hp_names]
+                         + [fmt(row["val_accuracy"], "acc"), fmt(row["params"], "count"), fmt(row["macs"], "count"),
+                            fmt(row["latency_ms"], "ms")])
+        widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+        for i, line in enumerate(table):
+            print("  ".join(cell.rjust(w) if i and j >= 2 else cell.ljust(w)
+                            for j, (cell, w) in enumerate(zip(line, widths))).rstrip())
+        for row in rows:
+            if row["architecture"]:
+                print(f"trial {row['trial_id']}: {row['architecture']}")
+
+    def search_space_summary(self, extended=False):
+        """Prints the hyper-parameter space and the fixed settings of every search."""
+        super().search_space_summary(extended=extended)
+        print(f"Fixed settings: space={self.space}, objective={self.search_objective}, estimator={self.estimator}"
+              + "".join(f", {k}={v}" for k, v in self._settings().items()
+                        if k not in ("space", "objective", "estimator") and v not in (None, {})))
