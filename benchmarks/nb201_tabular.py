@@ -38,6 +38,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Small dense solves: one BLAS thread avoids oversubscription (several seeds are solved in a loop).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
@@ -165,21 +167,59 @@ def fit_ridge(indices, losses, lam, pairwise):
         (bias, w1 [6, 5], w2 [15, 5, 5]) with `g(x) = bias + sum(w1 * x) +
         sum_pairs x_a^T w2_p x_b` for one-hot (or relaxed) x `[6, 5]`.
     """
-    x = _features(np.asarray(indices), pairwise)
-    y = np.asarray(losses, dtype=np.float64)
-    x_mean, y_mean = x.mean(axis=0), y.mean()
-    xc, yc = x - x_mean, y - y_mean
-    n, p = xc.shape
-    if n < p:  # dual form, n x n system
-        w = xc.T @ np.linalg.solve(xc @ xc.T + lam * np.eye(n), yc)
-    else:
-        w = np.linalg.solve(xc.T @ xc + lam * np.eye(p), xc.T @ yc)
-    bias = y_mean - x_mean @ w
-    w1 = w[: NUM_EDGES * NUM_OPS].reshape(NUM_EDGES, NUM_OPS)
-    w2 = np.zeros((len(PAIRS), NUM_OPS, NUM_OPS))
-    if pairwise:
-        w2 = w[NUM_EDGES * NUM_OPS:].reshape(len(PAIRS), NUM_OPS, NUM_OPS)
-    return bias, w1, w2
+    stats = RidgeStatistics(1, pairwise)
+    stats.add(np.asarray(indices)[None], np.asarray(losses, dtype=np.float64)[None])
+    bias, w1, w2 = stats.solve(lam)
+    return bias[0], w1[0], w2[0]
+
+
+class RidgeStatistics:
+    """Running sufficient statistics of one ridge regression per seed.
+
+    Keeps `X^T X`, `X^T y`, `sum x`, `sum y` and `n`, so a refit on all the
+    (z, L) pairs seen so far costs one `[p, p]` solve per seed, whatever the
+    number of pairs.
+
+    Args:
+        num_seeds: number of independent regressions.
+        pairwise: whether the features include pairwise edge interactions.
+    """
+
+    def __init__(self, num_seeds, pairwise):
+        self.pairwise = pairwise
+        p = NUM_EDGES * NUM_OPS + (len(PAIRS) * NUM_OPS ** 2 if pairwise else 0)
+        self.xtx = np.zeros((num_seeds, p, p))
+        self.xty = np.zeros((num_seeds, p))
+        self.sum_x = np.zeros((num_seeds, p))
+        self.sum_y = np.zeros((num_seeds,))
+        self.count = 0
+
+    def add(self, indices, losses):
+        """Adds one batch per seed: indices and losses `[num_seeds, m]`."""
+        for s in range(len(indices)):
+            x = _features(indices[s], self.pairwise)
+            self.xtx[s] += x.T @ x
+            self.xty[s] += x.T @ losses[s]
+            self.sum_x[s] += x.sum(axis=0)
+            self.sum_y[s] += losses[s].sum()
+        self.count += indices.shape[1]
+
+    def solve(self, lam):
+        """Returns (bias [S], w1 [S, 6, 5], w2 [S, 15, 5, 5])."""
+        n = self.count
+        x_mean = self.sum_x / n
+        y_mean = self.sum_y / n
+        sxx = self.xtx - n * np.einsum("si,sj->sij", x_mean, x_mean)
+        sxy = self.xty - n * x_mean * y_mean[:, None]
+        eye = np.eye(sxx.shape[-1])
+        w = np.linalg.solve(sxx + lam * eye, sxy[..., None])[..., 0]
+        bias = y_mean - np.einsum("si,si->s", x_mean, w)
+        num = len(w)
+        w1 = w[:, : NUM_EDGES * NUM_OPS].reshape(num, NUM_EDGES, NUM_OPS)
+        w2 = np.zeros((num, len(PAIRS), NUM_OPS, NUM_OPS))
+        if self.pairwise:
+            w2 = w[:, NUM_EDGES * NUM_OPS:].reshape(num, len(PAIRS), NUM_OPS, NUM_OPS)
+        return bias, w1, w2
 
 
 class GradientSearch:
@@ -283,19 +323,19 @@ class GradientSearch:
         w1 = np.zeros((num, NUM_EDGES, NUM_OPS), "float32")
         w2 = np.zeros((num, len(PAIRS), NUM_OPS, NUM_OPS), "float32")
         has_model = np.zeros((num,), bool)
-        history_idx, history_loss = [], []
+        stats = RidgeStatistics(num, self.pairwise) if self.method == "unas" else None
+        history_idx = []
         for step in range(self.steps):
             idx, loss = self._step(tf.constant(step, tf.int32), tf.constant(has_model), tf.constant(bias),
                                    tf.constant(w1), tf.constant(w2))
-            history_idx.append(idx.numpy())
-            history_loss.append(loss.numpy())
-            if self.method == "unas" and (step + 1) % self.refit_every == 0:
-                seen_idx = np.concatenate(history_idx, axis=1)
-                seen_loss = np.concatenate(history_loss, axis=1)
-                for s in range(num):
-                    b, a1, a2 = fit_ridge(seen_idx[s], seen_loss[s], self.ridge_lambda, self.pairwise)
-                    bias[s], w1[s], w2[s] = b, a1, a2
-                has_model[:] = True
+            idx = idx.numpy()
+            history_idx.append(idx)
+            if stats is not None:
+                stats.add(idx, loss.numpy().astype(np.float64))
+                if (step + 1) % self.refit_every == 0:
+                    b, a1, a2 = stats.solve(self.ridge_lambda)
+                    bias, w1, w2 = b.astype("float32"), a1.astype("float32"), a2.astype("float32")
+                    has_model[:] = True
         queried = np.concatenate(history_idx, axis=1)
         best = self.accuracies[queried].max(axis=1)
         final_choices = np.argmax(self.logits.numpy(), axis=-1)
