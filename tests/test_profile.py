@@ -65,3 +65,34 @@ def test_count_macs_needs_a_known_input_shape():
     with pytest.raises(ValueError, match="fully known"):
         count_macs(model)
     assert count_macs(model, input_shape=(5, 5, 3)) == 3 * 3 * 2 * 27
+
+
+def test_conditional_counts_the_costlier_branch():
+    class Either(keras.layers.Layer):
+        def build(self, input_shape):
+            self.big = keras.layers.Conv2D(4, 3, padding="same")
+            self.small = keras.layers.Conv2D(4, 1)
+            self.big.build(input_shape)
+            self.small.build(input_shape)
+
+        def call(self, x):
+            return keras.ops.cond(keras.ops.sum(x) > 0, lambda: self.big(x), lambda: self.small(x))
+
+    inputs = keras.Input((5, 5, 2))
+    model = keras.Model(inputs, Either()(inputs))
+    assert count_macs(model) == 25 * 4 * 9 * 2
+
+
+def test_raw_keras_ops_convolutions_are_counted():
+    """Convolutions written with keras.ops inside a custom layer count too."""
+
+    class RawConv(keras.layers.Layer):
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(3, 3, input_shape[-1], 6), initializer="ones")
+
+        def call(self, x):
+            return keras.ops.conv(x, self.kernel, strides=1, padding="valid")
+
+    inputs = keras.Input((7, 7, 2))
+    model = keras.Model(inputs, RawConv()(inputs))
+    assert count_macs(model) == 5 * 5 * 6 * 18

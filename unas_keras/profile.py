@@ -88,15 +88,24 @@ def _graph_macs(graph, function_graphs):
     for op in graph.get_operations():
         total += _op_macs(op)
         if op.type in _CALL_OPS:
-            name = op.get_attr("f").name
-            if name in function_graphs:
-                total += _graph_macs(function_graphs[name], function_graphs)
-        elif op.type in ("If", "StatelessIf", "While", "StatelessWhile", "Case", "StatelessCase"):
+            total += _function_macs(op.get_attr("f").name, function_graphs, op)
+        elif op.type in ("If", "StatelessIf"):
+            total += max(_function_macs(op.get_attr(attr).name, function_graphs, op)
+                         for attr in ("then_branch", "else_branch"))
+        elif op.type in ("Case", "StatelessCase"):
+            total += max(_function_macs(f.name, function_graphs, op) for f in op.get_attr("branches"))
+        elif op.type in ("While", "StatelessWhile"):
             raise ValueError(
-                f"count_macs: the model's forward pass has data-dependent control flow "
-                f"({op.type} {op.name!r}); count a derived network instead."
+                f"count_macs: the forward pass has a loop ({op.type} {op.name!r}) whose trip "
+                "count is unknown; MACs cannot be counted statically."
             )
     return total
+
+
+def _function_macs(name, function_graphs, op):
+    if name not in function_graphs:
+        raise ValueError(f"count_macs: cannot see inside function {name!r} called by {op.name!r}.")
+    return _graph_macs(function_graphs[name], function_graphs)
 
 
 def count_macs(model, input_shape=None):
@@ -106,7 +115,8 @@ def count_macs(model, input_shape=None):
     depthwise, transposed) and of matrix products (dense layers), the usual
     convention for published "MACs" / "multiply-adds" (BatchNorm,
     activations, pooling and additions are not counted). The model is traced
-    with `training=False`, so drop-path and dropout cost nothing.
+    with `training=False`, so drop-path and dropout cost nothing. Of a
+    conditional (`keras.ops.cond`) the costlier branch is counted.
 
     Args:
         model: a `keras.Model` with one image input (e.g. a derived network).
@@ -117,8 +127,8 @@ def count_macs(model, input_shape=None):
         int, multiply-adds per example.
 
     Raises:
-        ValueError: if the input shape is unknown or the graph has
-            data-dependent control flow or unknown tensor shapes.
+        ValueError: if the input shape is unknown, or the graph has a loop
+            or tensors of unknown shape.
     """
     import keras
     import tensorflow as tf
@@ -144,8 +154,8 @@ def count_macs(model, input_shape=None):
     concrete = forward.get_concrete_function(tf.TensorSpec((1,) + input_shape, dtype))
     graph = concrete.graph
     function_graphs = {}
-    for fn in getattr(graph, "_functions", {}).values():
+    for name, fn in getattr(graph, "_functions", {}).items():
         fn_graph = getattr(fn, "graph", None)
         if fn_graph is not None:
-            function_graphs[fn.name if isinstance(fn.name, str) else fn.name.decode()] = fn_graph
+            function_graphs[name if isinstance(name, str) else name.decode()] = fn_graph
     return _graph_macs(graph, function_graphs)

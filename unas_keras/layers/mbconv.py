@@ -55,9 +55,9 @@ class MBConv(keras.layers.Layer):
         bn_epsilon: BatchNormalization epsilon.
         bn_momentum: BatchNormalization momentum of the moving statistics
             (Keras convention; MobileNetV2 uses 0.999).
+        name: layer name.
         bn_affine: whether BatchNormalization has learned scale and offset
             (search supernets use `False`).
-        name: layer name.
         **kwargs: other `keras.layers.Layer` arguments (e.g. `dtype`).
     """
 
@@ -69,8 +69,8 @@ class MBConv(keras.layers.Layer):
         stride=1,
         bn_epsilon=1e-3,
         bn_momentum=0.99,
-        bn_affine=True,
         name=None,
+        bn_affine=True,
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
