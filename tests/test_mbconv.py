@@ -99,7 +99,7 @@ def test_choice_one_hot_equals_the_selected_block():
 
 def test_choice_mixture_per_example_and_broadcast():
     x = _rand((3, 8, 8, 8))
-    layer = MBConvChoice(8, 1, OPTIONAL_CHOICES, skip_threshold=None)
+    layer = MBConvChoice(8, 1, OPTIONAL_CHOICES, skip_threshold=0.0)
     w = np.random.default_rng(2).dirichlet(np.ones(7), size=3).astype("float32")
     y = np.asarray(layer(x, w, training=False))
     outs = [x if c == "zero" else np.asarray(layer.candidate(c)(x, training=False))
@@ -125,7 +125,7 @@ def test_choice_zero_applies_dropout_in_training():
 def test_choice_skips_blocks_with_zero_weight(compiled):
     """A skipped block is not computed: poisoning its weights with NaN changes nothing."""
     x = _rand((2, 8, 8, 8))
-    layer = MBConvChoice(8, 2 if compiled else 1, BLOCK_CHOICES, skip_threshold=0.0)
+    layer = MBConvChoice(8, 2 if compiled else 1, BLOCK_CHOICES)  # default threshold
     layer(x, _one_hot(0, k=6))
     reference = np.asarray(layer(x, _one_hot(2, k=6), training=True))
     for choice in BLOCK_CHOICES:
@@ -138,8 +138,21 @@ def test_choice_skips_blocks_with_zero_weight(compiled):
     assert np.all(np.isfinite(y))
     np.testing.assert_allclose(y, reference, atol=1e-6)
     # Without skipping, 0 * NaN poisons the sum: the test above is meaningful.
-    layer.skip_threshold = None
+    layer.skip_threshold = 0.0
     assert np.isnan(np.asarray(layer(x, _one_hot(2, k=6), training=True))).any()
+
+
+def test_choice_threshold_skips_only_what_is_below_it():
+    x = _rand((2, 8, 8, 8))
+    layer = MBConvChoice(8, 1, OPTIONAL_CHOICES, skip_threshold=0.05)
+    w = np.array([[0.0, 0.04, 0.06, 0.9, 0.0, 0.0, 0.0], [0.0, 0.03, 0.02, 0.95, 0.0, 0.0, 0.0]],
+                 "float32")
+    y = np.asarray(layer(x, w, training=False))
+    # k3e3 (weight < 0.05 on every row) is skipped; k3e6 (0.06 on one row) is kept.
+    outs = {c: np.asarray(layer.candidate(c)(x, training=False)) for c in ("k3e6", "k5e3")}
+    expected = w[:, 2, None, None, None] * outs["k3e6"] + w[:, 3, None, None, None] * outs["k5e3"]
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    assert MBConvChoice(8, 1, OPTIONAL_CHOICES, skip_threshold=None).skip_threshold == 0.0
 
 
 def test_choice_config_round_trip_and_errors():

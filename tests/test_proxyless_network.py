@@ -234,9 +234,9 @@ def test_per_minibatch_weights_broadcast():
 
 def test_supernet_fit_step_and_save_reload(tmp_path):
     keras.utils.set_random_seed(0)
-    # skip_threshold=None: no cond ops, so the one-time trace of the train step stays cheap
+    # skip_threshold=0: no cond ops, so the one-time trace of the train step stays cheap
     # (the skipping path's gradients are covered by the gradient test above).
-    net = px.build_proxyless_supernet(5, (32, 32, 3), backbone=SMALLEST_BACKBONE, skip_threshold=None)
+    net = px.build_proxyless_supernet(5, (32, 32, 3), backbone=SMALLEST_BACKBONE, skip_threshold=0)
     weights = net.mix_weights(_relaxed_samples(net.search_space, n=4))
     weights = [np.asarray(w) for w in weights]
     x, y = _images(4), np.array([0, 1, 2, 3])

@@ -6,6 +6,9 @@ from keras import ops
 from unas_keras.layers.mbconv import MBConv, conv_output_side
 from unas_keras.space.proxyless import ZERO, parse_block
 
+#: Default `skip_threshold`: skips blocks of (numerically) zero weight only.
+DEFAULT_SKIP_THRESHOLD = 1e-6
+
 
 @keras.saving.register_keras_serializable(package="unas_keras")
 class MBConvChoice(keras.layers.Layer):
@@ -18,11 +21,12 @@ class MBConvChoice(keras.layers.Layer):
     (`N` = batch size) or one row for the whole minibatch (`N = 1`
     broadcasts). A one-hot row selects one block; relaxed rows mix them.
 
-    With `skip_threshold` set, a block whose weight is `<= skip_threshold`
+    As in the DARTS cells, a block whose weight is below `skip_threshold`
     for every row is not computed at all (`keras.ops.cond`): a hard one-hot
     minibatch sample costs one block, not `K`. Skipped blocks contribute
-    zero and get no gradient. `skip_threshold=None` always computes every
-    block (every weight then receives a gradient, even an exact zero).
+    zero and get no gradient. `skip_threshold <= 0` (or `None`) computes
+    every block (every weight then receives a gradient, even an exact
+    zero); the UNAS release uses 0.05.
 
     Args:
         out_channels: output width of every block.
@@ -31,8 +35,8 @@ class MBConvChoice(keras.layers.Layer):
             (e.g. `unas_keras.space.proxyless.OPTIONAL_CHOICES`). `"zero"`
             needs stride 1 and an input width equal to `out_channels`.
         zero_dropout: dropout rate of the `"zero"` candidate in training.
-        skip_threshold: float or `None`, see above (default 0.0: blocks with
-            exactly zero weight everywhere are skipped).
+        skip_threshold: float, see above (default 1e-6: only blocks of
+            numerically zero weight everywhere are skipped).
         bn_epsilon: BatchNormalization epsilon of the blocks.
         bn_momentum: BatchNormalization momentum of the blocks.
         bn_affine: whether the blocks' BatchNormalization has scale/offset.
@@ -46,7 +50,7 @@ class MBConvChoice(keras.layers.Layer):
         stride,
         choices,
         zero_dropout=0.1,
-        skip_threshold=0.0,
+        skip_threshold=DEFAULT_SKIP_THRESHOLD,
         bn_epsilon=1e-3,
         bn_momentum=0.99,
         bn_affine=False,
@@ -64,8 +68,7 @@ class MBConvChoice(keras.layers.Layer):
             raise ValueError(f"MBConvChoice: 'zero' needs stride 1, got stride {stride}.")
         if not 0.0 <= zero_dropout < 1.0:
             raise ValueError(f"MBConvChoice zero_dropout must be in [0, 1), got {zero_dropout}.")
-        if skip_threshold is not None and not skip_threshold >= 0.0:
-            raise ValueError(f"MBConvChoice skip_threshold must be >= 0 or None, got {skip_threshold}.")
+        skip_threshold = 0.0 if skip_threshold is None else float(skip_threshold)
         self.out_channels = out_channels
         self.stride = stride
         self.choices = choices
@@ -126,7 +129,7 @@ class MBConvChoice(keras.layers.Layer):
             def branch(op=op, scale=scale):
                 return scale * op(inputs, training=training)
 
-            if self.skip_threshold is None:
+            if self.skip_threshold <= 0:
                 term = branch()
             else:
                 if out_shape is None:
@@ -144,7 +147,7 @@ class MBConvChoice(keras.layers.Layer):
                 def skipped(out_shape=out_shape):
                     return ops.zeros(out_shape, dtype=inputs.dtype)
 
-                term = ops.cond(ops.any(column > self.skip_threshold), branch, skipped)
+                term = ops.cond(ops.max(column) >= self.skip_threshold, branch, skipped)
             total = term if total is None else total + term
         return total
 

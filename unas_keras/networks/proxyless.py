@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from unas_keras.layers.mbconv import MBConv
-from unas_keras.layers.mbconv_choice import MBConvChoice
+from unas_keras.layers.mbconv_choice import DEFAULT_SKIP_THRESHOLD, MBConvChoice
 from unas_keras.space.proxyless import (
     BLOCK_CHOICES,
     OPTIONAL_CHOICES,
@@ -150,7 +150,8 @@ def build_proxyless_model(genotype, num_classes, input_shape, width_multiplier=1
         A functional `keras.Model` mapping images to logits.
     """
     if not isinstance(genotype, ProxylessGenotype):
-        raise ValueError(f"build_proxyless_model needs a ProxylessGenotype, got {type(genotype).__name__}.")
+        raise ValueError(
+            f"build_proxyless_model needs a ProxylessGenotype, got {type(genotype).__name__}.")
     input_shape = _check_shape(input_shape)
 
     def searchable(i, channels, stride, first):
@@ -185,7 +186,10 @@ class ProxylessSupernet(keras.Model):
         input_shape: `(height, width, channels)`.
         backbone: `MBConvBackbone` (or its dict form).
         width_multiplier: channel multiplier.
-        skip_threshold: see `MBConvChoice` (`None` computes every block).
+        skip_threshold: blocks whose weight is below this for the whole
+            batch are not computed (see `MBConvChoice`; default 1e-6 skips
+            the unchosen blocks of a one-hot sample; 0 or `None` computes
+            every block; the UNAS release uses 0.05).
         zero_dropout: dropout of the `"zero"` candidate during search.
         dropout_rate: dropout before the classifier.
         bn_momentum: BatchNormalization momentum.
@@ -199,8 +203,8 @@ class ProxylessSupernet(keras.Model):
     """
 
     def __init__(self, num_classes, input_shape, backbone=PROXYLESS_BACKBONE, width_multiplier=1.0,
-                 skip_threshold=0.0, zero_dropout=0.1, dropout_rate=0.0, bn_momentum=0.99,
-                 bn_affine=False, **kwargs):
+                 skip_threshold=DEFAULT_SKIP_THRESHOLD, zero_dropout=0.1, dropout_rate=0.0,
+                 bn_momentum=0.99, bn_affine=False, **kwargs):
         kwargs.setdefault("name", "proxyless_supernet")
         super().__init__(**kwargs)
         if isinstance(backbone, dict):
@@ -211,19 +215,14 @@ class ProxylessSupernet(keras.Model):
         self.image_shape = _check_shape(input_shape)
         self.backbone = backbone
         self.width_multiplier = width_multiplier
-        self.skip_threshold = skip_threshold
+        self.skip_threshold = 0.0 if skip_threshold is None else float(skip_threshold)
         self.zero_dropout = zero_dropout
         self.dropout_rate = dropout_rate
         self.bn_momentum = bn_momentum
         self.bn_affine = bn_affine
         self.search_space = ProxylessSearchSpace(backbone)
-        self._rows = []  # per layer: (decision name, row)
-        counters = {"first": 0, "optional": 0}
 
         def searchable(i, channels, stride, first):
-            decision = "first" if first else "optional"
-            self._rows.append((decision, counters[decision]))
-            counters[decision] += 1
             return MBConvChoice(
                 channels, stride, BLOCK_CHOICES if first else OPTIONAL_CHOICES,
                 zero_dropout=zero_dropout, skip_threshold=skip_threshold, bn_epsilon=BN_EPSILON,
@@ -247,19 +246,7 @@ class ProxylessSupernet(keras.Model):
         Returns:
             list, one `[N, K]` tensor per searchable layer in network order.
         """
-        decisions = self.search_space.decisions()
-        if not isinstance(samples, dict) or set(samples) != set(decisions):
-            got = sorted(samples) if isinstance(samples, dict) else type(samples).__name__
-            raise ValueError(f"samples must be a dict with keys {sorted(decisions)}, got {got}.")
-        tensors = {}
-        for key, (rows, k) in decisions.items():
-            value = ops.convert_to_tensor(samples[key])
-            if len(value.shape) != 3 or tuple(value.shape[1:]) != (rows, k):
-                raise ValueError(
-                    f"samples[{key!r}] must have shape [N, {rows}, {k}], got {tuple(value.shape)}."
-                )
-            tensors[key] = value
-        return [tensors[key][:, row, :] for key, row in self._rows]
+        return mix_weights(samples, self.backbone)
 
     def build(self, input_shape):
         if self.built:  # built in __init__; later calls (deserialization) are no-ops
@@ -307,8 +294,8 @@ class ProxylessSupernet(keras.Model):
 
 
 def build_proxyless_supernet(num_classes, input_shape, backbone=PROXYLESS_BACKBONE,
-                             width_multiplier=1.0, skip_threshold=0.0, zero_dropout=0.1,
-                             dropout_rate=0.0, bn_momentum=0.99, bn_affine=False):
+                             width_multiplier=1.0, skip_threshold=DEFAULT_SKIP_THRESHOLD,
+                             zero_dropout=0.1, dropout_rate=0.0, bn_momentum=0.99, bn_affine=False):
     """Builds (and builds the weights of) the ProxylessNAS-space supernet.
 
     See `ProxylessSupernet` for the arguments.
@@ -337,15 +324,18 @@ def mix_weights(samples, backbone=PROXYLESS_BACKBONE):
     if not isinstance(samples, dict) or set(samples) != set(decisions):
         got = sorted(samples) if isinstance(samples, dict) else type(samples).__name__
         raise ValueError(f"samples must be a dict with keys {sorted(decisions)}, got {got}.")
+    tensors = {}
+    for key, (rows, k) in decisions.items():
+        value = ops.convert_to_tensor(samples[key])
+        if len(value.shape) != 3 or tuple(value.shape[1:]) != (rows, k):
+            raise ValueError(
+                f"samples[{key!r}] must have shape [N, {rows}, {k}], got {tuple(value.shape)}.")
+        tensors[key] = value
     counters = {"first": 0, "optional": 0}
     out = []
     for _, _, first in backbone.layer_plan():
         key = "first" if first else "optional"
-        value = ops.convert_to_tensor(samples[key])
-        rows, k = decisions[key]
-        if len(value.shape) != 3 or tuple(value.shape[1:]) != (rows, k):
-            raise ValueError(f"samples[{key!r}] must have shape [N, {rows}, {k}], got {tuple(value.shape)}.")
-        out.append(value[:, counters[key], :])
+        out.append(tensors[key][:, counters[key], :])
         counters[key] += 1
     return out
 
