@@ -377,3 +377,30 @@ def test_latency_report_values():
     assert report["spearman"] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         lat.latency_report([1.0], [1.0])
+
+
+def test_weight_count_matches_the_block_models():
+    for block in blocks_lib.space_blocks(TINY, SHAPE, 10)[:6]:
+        model = blocks_lib.build_block_model(block, TINY)
+        kernels = sum(int(np.prod(w.shape)) for w in model.weights if w.name == "kernel")
+        assert blocks_lib.weight_count(block) == kernels
+
+
+def test_calibrated_surrogate_recovers_a_linear_correction(tiny_latency):
+    table = tiny_latency[0].table
+    space = ProxylessSearchSpace(TINY)
+    archs = [space.sample(i) for i in range(30)]
+
+    def weights_m(arch):
+        return sum(blocks_lib.weight_count(b) for b in blocks_lib.architecture_blocks(arch, SHAPE, 10)) / 1e6
+
+    def truth(arch):
+        return 0.3 + 1.2 * table.predict(arch) + 50.0 * weights_m(arch)
+
+    model = lat.LatencyModel.calibrated(table, space, archs[:20], [truth(a) for a in archs[:20]])
+    for arch in archs[20:]:
+        assert model.predict_ms(arch) == pytest.approx(truth(arch), rel=1e-4)
+        assert model.surrogate_ms(arch) == pytest.approx(truth(arch), rel=1e-4)
+    calibration = model.surrogate.report["calibration"]
+    assert calibration["lut_scale"] == pytest.approx(1.2, rel=1e-3)
+    assert calibration["ms_per_million_weights"] == pytest.approx(50.0, rel=1e-3)

@@ -61,6 +61,25 @@ class BlockSpec:
         return (side(h), side(w), self.out_channels)
 
 
+def weight_count(block):
+    """Number of convolution / dense kernel weights of a block (what dominates its memory traffic).
+
+    Biases and BatchNorm parameters (folded into biases by the TFLite
+    converter) are not counted.
+    """
+    h, w, c = block.input_shape
+    if block.kind == MBCONV:
+        hidden = c * block.expansion
+        expand = c * hidden if block.expansion != 1 else 0
+        return expand + hidden * block.kernel ** 2 + hidden * block.out_channels
+    if block.kind == STEM:
+        stem = block.kernel ** 2 * c * block.out_channels
+        return stem + block.out_channels * 9 + block.out_channels * block.expansion
+    if block.kind == HEAD:
+        return c * block.out_channels + block.out_channels * block.expansion
+    raise ValueError(f"Unknown block kind {block.kind!r}.")
+
+
 def _widths(backbone, width_multiplier):
     from unas_keras.networks.proxyless import scaled_widths
 

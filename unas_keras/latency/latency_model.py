@@ -14,6 +14,11 @@ position and choice, the table is exactly linear in the one-hot choices;
 `surrogate="lut"` (default) reads g's weights straight from the table (zero
 error), `surrogate="ridge"` fits the ridge regression of the release on
 `num_samples` random architectures scored by the table (cheap: no timing).
+
+Tables time each block on its own; whole networks run ~20% slower on this
+CPU (weights compete for the cache). `fit_calibrated_surrogate` /
+`LatencyModel.calibrated` correct that with ~20 measured whole networks
+(latency ~= a + b * table sum + c * weight count), staying linear.
 """
 
 import hashlib
@@ -27,31 +32,88 @@ from unas_keras.latency.lookup_table import LookupTable, build_lookup_table
 from unas_keras.latency.surrogate import LatencySurrogate, _resolve_space, fit_latency_surrogate
 
 
+def _per_choice(table, search_space, value):
+    """`(bias, weights)` of a per-block quantity: `value(block)` summed over an architecture's blocks.
+
+    bias = value(stem) + value(head); weights[decision][row, k] = value of the
+    block chosen by `k` at that layer (0 for `"zero"`).
+    """
+    from unas_keras.space.proxyless import BLOCK_CHOICES, OPTIONAL_CHOICES
+
+    space = _resolve_space(search_space)
+    if getattr(space, "name", None) != "proxyless":
+        raise ValueError("Lookup-table surrogates need the proxyless space.")
+    if space.backbone != table.backbone:
+        raise ValueError("The search space's backbone differs from the latency table's backbone.")
+    stem, layers, head = blocks_lib.layer_blocks(space.backbone, table.input_shape, table.num_classes,
+                                                 table.width_multiplier)
+    first, optional = [], []
+    for options, (_, _, is_first) in zip(layers, space.backbone.layer_plan()):
+        names = BLOCK_CHOICES if is_first else OPTIONAL_CHOICES
+        row = [0.0 if options[c] is None else float(value(options[c])) for c in names]
+        (first if is_first else optional).append(row)
+    weights = {"first": np.array(first)}
+    if optional:
+        weights["optional"] = np.array(optional)
+    return space, float(value(stem)) + float(value(head)), weights
+
+
 def lookup_table_surrogate(table, search_space):
     """The exact linear decomposition of a lookup table as a `LatencySurrogate`.
 
     `bias` = overhead + stem + head; `W["first"][r, k]` / `W["optional"][r, k]`
     = the table's contribution of choice `k` at that layer (0 for `zero`).
     """
-    from unas_keras.space.proxyless import BLOCK_CHOICES, OPTIONAL_CHOICES
+    space, bias, weights = _per_choice(table, search_space, lambda b: table.block_latency(b.key))
+    return LatencySurrogate(space, table.invoke_overhead_ms + bias, weights)
 
-    space = _resolve_space(search_space)
-    if getattr(space, "name", None) != "proxyless":
-        raise ValueError("lookup_table_surrogate needs the proxyless space.")
-    if space.backbone != table.backbone:
-        raise ValueError("The search space's backbone differs from the latency table's backbone.")
-    stem, layers, head = blocks_lib.layer_blocks(space.backbone, table.input_shape, table.num_classes,
-                                                 table.width_multiplier)
-    bias = table.invoke_overhead_ms + table.block_latency(stem.key) + table.block_latency(head.key)
-    first, optional = [], []
-    for options, (_, _, is_first) in zip(layers, space.backbone.layer_plan()):
-        names = BLOCK_CHOICES if is_first else OPTIONAL_CHOICES
-        row = [0.0 if options[c] is None else table.block_latency(options[c].key) for c in names]
-        (first if is_first else optional).append(row)
-    weights = {"first": np.array(first)}
-    if optional:
-        weights["optional"] = np.array(optional)
-    return LatencySurrogate(space, bias, weights)
+
+def fit_calibrated_surrogate(table, search_space, architectures, latencies_ms, l2=1e-6):
+    """Corrects a lookup table with whole-network measurements: `a + b * LUT + c * weights`.
+
+    Blocks timed on their own keep their weights in cache; in the whole
+    network the weights of all layers compete for it, so the table sum is
+    biased low for weight-heavy networks. This fits three numbers by least
+    squares on measured architectures: latency ~= a + b * table_sum(arch) +
+    c * (kernel weights of arch, in millions). The result is still linear in
+    the one-hot choices, so it is returned as a `LatencySurrogate` (usable as
+    g and as the latency predictor). Needs only ~20 measured networks.
+
+    Args:
+        table: the `LookupTable`.
+        search_space: the proxyless space (or its object).
+        architectures: measured architectures.
+        latencies_ms: their whole-network latencies.
+        l2: tiny ridge penalty on (b, c) (on standardised features) for
+            numerical stability.
+
+    Returns:
+        A `LatencySurrogate`; `report["calibration"]` holds a, b, c.
+    """
+    space, lut_bias, lut_w = _per_choice(table, search_space, lambda b: table.block_latency(b.key))
+    lut_bias += table.invoke_overhead_ms
+    _, par_bias, par_w = _per_choice(table, search_space, lambda b: blocks_lib.weight_count(b) / 1e6)
+    architectures = list(architectures)
+    y = np.asarray(latencies_ms, dtype=np.float64).ravel()
+    if len(architectures) != y.size or y.size < 3:
+        raise ValueError(
+            f"fit_calibrated_surrogate needs >= 3 architectures with one latency each; got "
+            f"{len(architectures)} architectures and {y.size} latencies."
+        )
+    lut = LatencySurrogate(space, lut_bias, lut_w)
+    par = LatencySurrogate(space, par_bias, par_w)
+    x = np.array([[lut.predict(a), par.predict(a)] for a in architectures])
+    x_mean, y_mean = x.mean(axis=0), y.mean()
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    xc = (x - x_mean) / scale  # standardised, so l2 means the same at any network size
+    coef = np.linalg.solve(xc.T @ xc + l2 * np.eye(2), xc.T @ (y - y_mean)) / scale
+    intercept = y_mean - x_mean @ coef
+    b, c = float(coef[0]), float(coef[1])
+    weights = {name: b * lut_w[name] + c * par_w[name] for name in lut_w}
+    report = {"calibration": {"intercept_ms": float(intercept), "lut_scale": b,
+                              "ms_per_million_weights": c, "num_measured": int(y.size)}}
+    return LatencySurrogate(space, float(intercept) + b * lut_bias + c * par_bias, weights, report=report)
 
 
 class LatencyModel:
@@ -154,6 +216,16 @@ class LatencyModel:
             archs = [space_obj.sample(seed * 1_000_003 + i) for i in range(int(num_samples))]
             g = fit_latency_surrogate(space_obj, archs, [table.predict(a) for a in archs], l2=l2)
         return cls(table.predict, g, table=table)
+
+    @classmethod
+    def calibrated(cls, table, search_space, architectures, latencies_ms):
+        """A `LatencyModel` whose L_n and g are the table corrected by measurements.
+
+        See `fit_calibrated_surrogate`; both `predict_ms` and the surrogate are
+        the calibrated linear predictor.
+        """
+        g = fit_calibrated_surrogate(table, search_space, architectures, latencies_ms)
+        return cls(g.predict, g, table=table)
 
     @classmethod
     def from_lookup_table(cls, table, search_space=None):
