@@ -1,0 +1,546 @@
+"""`SearchModel`: one UNAS search iteration as a Keras `train_step`.
+
+One iteration (spec section 4) on a pair of batches `((x_train, y_train),
+(x_val, y_val))`:
+
+1. Sample architectures from the learned distribution: one per example
+   (`sampling="per_example"`, N = batch) or one per minibatch (N = 1), giving
+   hard one-hot samples `z` and the estimator's relaxed input `zeta_in`.
+2. Architecture step: the objective at `z` on the train and val batches (no
+   gradient) and at `zeta_in` on both batches (with gradient), combined by the
+   gradient estimator into a surrogate loss; Adam step on the logits.
+3. Weight step on the same train batch with the relaxed sample detached,
+   plain cross-entropy, global-norm clipping; Adam step on the weights.
+
+BatchNorm is in training mode in every pass.
+
+Efficiency. The weight step's forward (train batch, `stop_grad(zeta_in)`, BN
+in training mode, the same weights) has exactly the value of the relaxed train
+forward of the architecture step, and its gradient with respect to the weights
+is the partial derivative at fixed `zeta_in`; so both gradients are taken from
+that one forward, recorded on a persistent tape: the architecture gradient
+(w.r.t. the logits only, no filter gradients) and the weight gradient (w.r.t.
+the weights only). Passes the estimator does not use are not run
+(`gumbel_softmax`: no hard pass; `reinforce`: no relaxed pass, the weight step
+reuses the hard train forward), nor the val passes when the objective is
+`"train"`. No XLA (`jit_compile=False` by default; XLA is much slower on CPU
+for this network).
+
+Distribution. The per-replica body (`replica_step`) runs unchanged under any
+`tf.distribute` strategy: losses are scaled so that the all-reduced (summed)
+gradients are those of the global batch; each replica draws its own noise from
+a stateless seed `(seed, search_step, replica_id)` (so a resumed run draws the
+same noise as an uninterrupted one) while the logits stay mirrored.
+"""
+
+import numpy as np
+import keras
+import tensorflow as tf
+from keras import ops
+
+from unas_keras import estimators as estimators_lib
+from unas_keras.search import objectives as objectives_lib
+from unas_keras.search.distribution import ArchitectureDistribution
+
+SAMPLINGS = ("per_example", "per_minibatch")
+
+_SEED_SALT = 0x5EA5C4  # separates the architecture noise stream from other uses of `seed`
+
+
+def _check_number(value, what, minimum=0.0, integer=False, allow_none=False):
+    if value is None and allow_none:
+        return None
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        kind = "an int" if integer else "a number"
+        raise ValueError(f"`{what}` must be {kind} >= {minimum}. Received: {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _watchable(variables):
+    """The backend `tf.Variable`s of Keras variables (what `GradientTape.watch` accepts)."""
+    return [getattr(v, "value", v) for v in variables]
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class SearchModel(keras.Model):
+    """The UNAS search: a supernet, an architecture distribution and two optimizers.
+
+    Use it like any Keras model: `compile(weight_optimizer, arch_optimizer)`
+    then `fit(dataset)` where the dataset yields `((x_train, y_train),
+    (x_val, y_val))` forever (e.g. `unas_keras.data.search_data(...).dataset`)
+    with `steps_per_epoch`.
+
+    Args:
+        supernet: a supernet `keras.Model` (`unas_keras.networks.build_supernet`)
+            called as `supernet((images, weights), training=True)`, with a
+            `search_space` attribute and a `mix_weights(samples)` method.
+        estimator: gradient estimator name (`"rebar"` (alias `"unas"`),
+            `"gumbel_softmax"`, `"reinforce"`, `"relax"`) or an
+            `unas_keras.estimators.Estimator`.
+        objective: `"gen_gap"` (`L_train + lambda |L_val - L_train|` per example
+            pair), `"train"` or `"val"`.
+        gen_gap_lambda: `lambda` of the generalization-gap objective.
+        pair_penalty: weight of the DARTS duplicate-pair penalty added to the
+            architecture objective per sample; None means 0.2 for the DARTS
+            space and 0 otherwise.
+        temperature: relaxation temperature `tau` (estimator names only).
+        soften_eps: logit softening `phi <- log(softmax(phi) + eps)`; 0 disables it.
+        sampling: `"per_example"` (one architecture per example) or
+            `"per_minibatch"` (one architecture per minibatch and replica).
+        warmup_steps: iterations at the start that train only the weights,
+            with architectures sampled from the initial (uniform) distribution;
+            the logits do not change during them.
+        latency: optional latency model with `predict_ms(architecture)` and
+            `surrogate_weights(search_space) -> (bias, {decision: [rows, choices]})`.
+            With it, `latency_ms` and `sampled_latency_ms` are logged.
+        target_latency_ms: latency target `t`; with it (and `latency`) the
+            objective gains `lambda_lat * max(0, latency - t)` per sample
+            (measured latency at hard samples, the linear surrogate at relaxed
+            ones).
+        latency_lambda: final `lambda_lat` (per ms over the target).
+        latency_ramp_steps: architecture steps over which `lambda_lat` ramps
+            linearly from 0 (0: no ramp).
+        weight_clipnorm: global-norm clip of the (global-batch) weight
+            gradient; None or 0 disables it.
+        seed: integer seed of the architecture noise.
+        baseline_decay: moving-average decay of the REINFORCE baseline (used
+            by `"reinforce"` only).
+        **kwargs: `keras.Model` arguments (e.g. `name`).
+
+    Attributes:
+        supernet: the supernet.
+        distribution: the `ArchitectureDistribution` holding the logits.
+        estimator: the `Estimator`.
+        search_step: non-trainable int64 variable counting iterations (seeds,
+            warm-up and ramps derive from it; restored from checkpoints).
+    """
+
+    def __init__(self, supernet, estimator="rebar", objective="gen_gap", gen_gap_lambda=0.5,
+                 pair_penalty=None, temperature=0.4, soften_eps=0.0, sampling="per_example",
+                 warmup_steps=0, latency=None, target_latency_ms=None, latency_lambda=0.1,
+                 latency_ramp_steps=30000, weight_clipnorm=5.0, seed=0, baseline_decay=0.9,
+                 **kwargs):
+        kwargs.setdefault("name", "search_model")
+        super().__init__(**kwargs)
+        if not isinstance(supernet, keras.Model) or not hasattr(supernet, "search_space") \
+                or not callable(getattr(supernet, "mix_weights", None)):
+            raise ValueError(
+                "`supernet` must be a supernet keras.Model with a `search_space` attribute and a "
+                "`mix_weights` method (see unas_keras.networks.build_supernet). "
+                f"Received: {type(supernet).__name__}"
+            )
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"Unknown sampling {sampling!r}; expected one of {list(SAMPLINGS)}.")
+        objectives_lib.check_objective(objective)
+        self.estimator = estimators_lib.get(estimator, temperature=temperature)
+        self.objective = objective
+        self.gen_gap_lambda = _check_number(gen_gap_lambda, "gen_gap_lambda")
+        space_name = getattr(supernet.search_space, "name", None)
+        if pair_penalty is None:
+            pair_penalty = objectives_lib.DEFAULT_PAIR_PENALTY if space_name == "darts" else 0.0
+        self.pair_penalty = _check_number(pair_penalty, "pair_penalty")
+        self.temperature = _check_number(temperature, "temperature")
+        self.soften_eps = _check_number(soften_eps, "soften_eps")
+        self.sampling = sampling
+        self.warmup_steps = _check_number(warmup_steps, "warmup_steps", integer=True)
+        if target_latency_ms is not None and latency is None:
+            raise ValueError("`target_latency_ms` needs a `latency` model (predict_ms / surrogate_weights).")
+        if latency is not None and not (callable(getattr(latency, "predict_ms", None))
+                                        and callable(getattr(latency, "surrogate_weights", None))):
+            raise ValueError(
+                "`latency` must have `predict_ms(architecture)` and `surrogate_weights(search_space)`. "
+                f"Received: {type(latency).__name__}"
+            )
+        self.latency = latency
+        self.target_latency_ms = _check_number(target_latency_ms, "target_latency_ms", allow_none=True)
+        self.latency_lambda = _check_number(latency_lambda, "latency_lambda")
+        self.latency_ramp_steps = _check_number(latency_ramp_steps, "latency_ramp_steps", integer=True)
+        self.weight_clipnorm = _check_number(weight_clipnorm, "weight_clipnorm", allow_none=True) or None
+        self.seed = _check_number(seed, "seed", integer=True)
+        self.baseline_decay = _check_number(baseline_decay, "baseline_decay")
+        if self.baseline_decay >= 1.0:
+            raise ValueError(f"`baseline_decay` must be in [0, 1). Received: {baseline_decay!r}")
+
+        self.supernet = supernet
+        self.distribution = ArchitectureDistribution(
+            supernet.search_space.decisions(), soften_eps=self.soften_eps, name="architecture_distribution")
+        self._decision_names = tuple(self.distribution.decision_names)
+        self._use_train = objectives_lib.uses_train_batch(objective)
+        self._use_val = objectives_lib.uses_val_batch(objective)
+        if latency is not None:
+            bias, coefficients = latency.surrogate_weights(supernet.search_space)
+            self._latency_bias = float(bias)
+            self._latency_coefficients = {
+                name: np.asarray(coefficients[name], dtype="float32") for name in coefficients
+            }
+        self.search_step = self.add_weight(
+            name="search_step", shape=(), dtype="int64", initializer="zeros", trainable=False,
+            aggregation="only_first_replica")
+        self.reinforce_baseline = self.add_weight(
+            name="reinforce_baseline", shape=(), dtype="float32", initializer="zeros", trainable=False,
+            aggregation="mean")
+        names = ["loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy",
+                 "arch_loss", "weight_loss"]
+        if latency is not None:
+            names += ["latency_ms", "sampled_latency_ms"]
+        self._trackers = [keras.metrics.Mean(name=name) for name in names]
+        self._tracker_by_name = {t.name: t for t in self._trackers}
+        self.weight_optimizer = None
+        self.arch_optimizer = None
+        self.built = True
+
+    # ----------------------------------------------------------------- keras
+    @property
+    def metrics(self):
+        return list(self._trackers)
+
+    def compile(self, weight_optimizer="adam", arch_optimizer="adam", **kwargs):
+        """Sets (and builds, in the distribution scope) the two optimizers.
+
+        Args:
+            weight_optimizer: optimizer of the supernet weights (also
+                `self.optimizer`).
+            arch_optimizer: optimizer of the architecture logits.
+            **kwargs: other `keras.Model.compile` arguments; `jit_compile`
+                defaults to False (XLA is slow on CPU for supernets), `loss`
+                and `metrics` are not used.
+        """
+        if "optimizer" in kwargs:
+            raise ValueError("Pass `weight_optimizer=` and `arch_optimizer=` instead of `optimizer=`.")
+        kwargs.setdefault("jit_compile", False)
+        weight_optimizer = keras.optimizers.get(weight_optimizer)
+        arch_optimizer = keras.optimizers.get(arch_optimizer)
+        if weight_optimizer is arch_optimizer:
+            raise ValueError("`weight_optimizer` and `arch_optimizer` must be two optimizer objects.")
+        super().compile(optimizer=weight_optimizer, **kwargs)
+        self.weight_optimizer = self.optimizer
+        self.arch_optimizer = arch_optimizer
+        # Built here, in the strategy's scope: building them lazily inside the
+        # distributed train function fails ("must feed a value for placeholder").
+        with self.distribute_strategy.scope():
+            self.weight_optimizer.build(self.supernet.trainable_variables)
+            self.arch_optimizer.build(self.distribution.trainable_variables)
+
+    def call(self, inputs, training=False):
+        """Supernet logits of `inputs` (images) at the most likely architecture."""
+        one_hot = {
+            name: ops.one_hot(ops.argmax(phi, axis=-1), phi.shape[-1], dtype=phi.dtype)[None]
+            for name, phi in self.distribution.logits().items()
+        }
+        return self.supernet((inputs, self.supernet.mix_weights(one_hot)), training=training)
+
+    def get_config(self):
+        if self.latency is not None:
+            raise NotImplementedError("A SearchModel with a latency model cannot be serialised.")
+        estimator = self.estimator.name if not isinstance(self.estimator, estimators_lib.Relax) else "relax"
+        return {
+            "name": self.name,
+            "supernet": keras.saving.serialize_keras_object(self.supernet),
+            "estimator": estimator,
+            "objective": self.objective,
+            "gen_gap_lambda": self.gen_gap_lambda,
+            "pair_penalty": self.pair_penalty,
+            "temperature": self.temperature,
+            "soften_eps": self.soften_eps,
+            "sampling": self.sampling,
+            "warmup_steps": self.warmup_steps,
+            "latency_lambda": self.latency_lambda,
+            "latency_ramp_steps": self.latency_ramp_steps,
+            "weight_clipnorm": self.weight_clipnorm,
+            "seed": self.seed,
+            "baseline_decay": self.baseline_decay,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["supernet"] = keras.saving.deserialize_keras_object(config["supernet"])
+        return cls(**config)
+
+    # ------------------------------------------------------------ results
+    def derive_architecture(self):
+        """The argmax architecture of the learned distribution (`unas_keras.Architecture`)."""
+        return self.supernet.search_space.to_architecture(self.distribution.argmax())
+
+    def arch_probabilities(self):
+        """dict decision name -> sampling probabilities as nested lists of floats."""
+        return self.distribution.as_json_dict()
+
+    # ------------------------------------------------------------ seeds
+    def step_seed(self, step, replica_id=0):
+        """The stateless seed `[2]` (int32) of iteration `step` on replica `replica_id`."""
+        key = tf.constant([self.seed % (2**31 - 1), _SEED_SALT], dtype=tf.int64)
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
+        return tf.cast(tf.math.floormod(key, 2**31 - 1), tf.int32)
+
+    def sample_architectures(self, num_samples, step=None, replica_id=0):
+        """The architecture sample that iteration `step` draws on replica `replica_id`.
+
+        Args:
+            num_samples: batch size (per-example sampling) or 1.
+            step: the iteration (defaults to the current `search_step`).
+            replica_id: replica index in the sync group.
+
+        Returns:
+            An `ArchitectureSample` (see `ArchitectureDistribution.sample`).
+        """
+        if step is None:
+            step = self.search_step
+        return self.distribution.sample(self.estimator, num_samples, self.step_seed(step, replica_id))
+
+    # ------------------------------------------------------------ the step
+    def train_step(self, data):
+        """One UNAS iteration on `((x_train, y_train), (x_val, y_val))`; returns the logs."""
+        return self.replica_step(data)
+
+    def replica_step(self, data, return_samples=False):
+        """The per-replica body of one search iteration.
+
+        Runs in a replica context (`strategy.run(model.replica_step, ...)`, as
+        `fit` does and as a custom multi-worker loop may do).
+
+        Args:
+            data: `((x_train, y_train), (x_val, y_val))` of this replica.
+            return_samples: also return the hard architecture samples drawn
+                by this replica (dict name -> `[N, rows, choices]`), for tests
+                and diagnostics.
+
+        Returns:
+            The logs dict (metric name -> value), or `(logs, hard_samples)`.
+        """
+        if self.weight_optimizer is None:
+            raise ValueError("Call `compile(weight_optimizer, arch_optimizer)` before training.")
+        (x_train, y_train), (x_val, y_val) = self._unpack(data)
+        strategy = tf.distribute.get_strategy()
+        num_replicas = strategy.num_replicas_in_sync
+        context = tf.distribute.get_replica_context()
+        replica_id = context.replica_id_in_sync_group if context is not None else 0
+        step = tf.convert_to_tensor(self.search_step.value)
+        seed = self.step_seed(step, replica_id)
+        if self.sampling == "per_example":
+            batch = x_train.shape[0]
+            num_samples = int(batch) if batch is not None else tf.shape(x_train)[0]
+        else:
+            num_samples = 1
+        batches = (x_train, y_train, x_val, y_val)
+
+        if self.warmup_steps > 0:
+            def warmup():
+                return self._weight_only_step(batches, num_samples, seed, num_replicas)
+
+            def search():
+                return self._search_step(batches, num_samples, seed, step, num_replicas)
+
+            hard = tf.cond(step < self.warmup_steps, warmup, search)
+        else:
+            hard = self._search_step(batches, num_samples, seed, step, num_replicas)
+        self.search_step.assign_add(1)
+        self._tracker_by_name["entropy"].update_state(self.distribution.entropy())
+        if self.latency is not None:
+            probabilities = {k: v[None] for k, v in self.distribution.probabilities().items()}
+            self._tracker_by_name["latency_ms"].update_state(
+                objectives_lib.linear_latency(self._latency_bias, self._latency_coefficients,
+                                              probabilities)[0])
+        logs = {t.name: t.result() for t in self._trackers}
+        if return_samples:
+            return logs, hard
+        return logs
+
+    # ------------------------------------------------------------ internals
+    @staticmethod
+    def _unpack(data):
+        try:
+            (x_train, y_train), (x_val, y_val) = data
+        except (TypeError, ValueError):
+            raise ValueError(
+                "SearchModel expects batches ((x_train, y_train), (x_val, y_val)) "
+                "(see unas_keras.data.search_data)."
+            ) from None
+        return (x_train, y_train), (x_val, y_val)
+
+    def _forward(self, images, weights):
+        return self.supernet((images, weights), training=True)
+
+    def _update(self, name, value, weight=1.0):
+        self._tracker_by_name[name].update_state(value, sample_weight=weight)
+
+    def _skip(self, *names):
+        for name in names:
+            self._tracker_by_name[name].update_state(0.0, sample_weight=0.0)
+
+    def _apply_weight_gradients(self, grads, num_replicas):
+        variables = self.supernet.trainable_variables
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if not pairs:
+            return
+        grads = [g for g, _ in pairs]
+        variables = [v for _, v in pairs]
+        if self.weight_clipnorm:
+            context = tf.distribute.get_replica_context()
+            if num_replicas > 1 and context is not None:
+                # Clip the norm of the global-batch gradient: sum over replicas
+                # first; the optimizer sums again, hence the division.
+                grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+                grads, _ = tf.clip_by_global_norm(grads, self.weight_clipnorm)
+                grads = [g / float(num_replicas) for g in grads]
+            else:
+                grads, _ = tf.clip_by_global_norm(grads, self.weight_clipnorm)
+        self.weight_optimizer.apply(grads, variables)
+
+    def _weight_only_step(self, batches, num_samples, seed, num_replicas):
+        """Warm-up iteration: weights trained with samples of the (frozen) distribution."""
+        x_train, y_train, _, _ = batches
+        sample = self.distribution.sample(self.estimator, num_samples, seed)
+        relaxed = {k: ops.stop_gradient(v) for k, v in sample.relaxed.items()}
+        weights_in = self.supernet.mix_weights(relaxed)
+        variables = self.supernet.trainable_variables
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(_watchable(variables))
+            logits = self._forward(x_train, weights_in)
+            ce = objectives_lib.cross_entropy(y_train, logits)
+            weight_loss = ops.mean(ce)
+            scaled = weight_loss / float(num_replicas)
+        self._apply_weight_gradients(tape.gradient(scaled, variables), num_replicas)
+        acc = objectives_lib.correct(y_train, logits)
+        self._update("weight_loss", weight_loss)
+        self._update("train_loss", ops.mean(ce))
+        self._update("accuracy", ops.mean(acc))
+        self._update("loss", ops.mean(ce))
+        self._skip("val_loss", "val_accuracy", "gen_gap", "arch_loss")
+        if self.latency is not None:
+            self._update("sampled_latency_ms", ops.mean(self._measured_latency(sample.hard)))
+        return sample.hard
+
+    def _search_step(self, batches, num_samples, seed, step, num_replicas):
+        """A full iteration: architecture step then weight step."""
+        x_train, y_train, x_val, y_val = batches
+        est = self.estimator
+        need_hard, need_relaxed = est.needs_hard_loss, est.needs_relaxed_loss
+        use_train, use_val = self._use_train, self._use_val
+        arch_vars = self.distribution.trainable_variables
+        weight_vars = self.supernet.trainable_variables
+        # The hard train forward doubles as the weight-step forward when the
+        # relaxed sample is the hard one (reinforce).
+        hard_train_is_weight_pass = need_hard and not need_relaxed and use_train
+        out = {}
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(_watchable(arch_vars))
+            tape.watch(_watchable(weight_vars))
+            sample = self.distribution.sample(est, num_samples, seed)
+            hard_weights = None
+            if need_hard or hard_train_is_weight_pass:
+                with tape.stop_recording():
+                    hard_weights = self.supernet.mix_weights(sample.hard)
+                    if need_hard and use_val:
+                        out["hard_val"] = self._forward(x_val, hard_weights)
+                    if need_hard and use_train and not hard_train_is_weight_pass:
+                        out["hard_train"] = self._forward(x_train, hard_weights)
+                if hard_train_is_weight_pass:
+                    out["hard_train"] = self._forward(x_train, hard_weights)
+            relaxed_weights = None
+            if need_relaxed:
+                relaxed_weights = self.supernet.mix_weights(sample.relaxed)
+                if use_train:
+                    out["relaxed_train"] = self._forward(x_train, relaxed_weights)
+                if use_val:
+                    out["relaxed_val"] = self._forward(x_val, relaxed_weights)
+            # The weight-step forward: reuse a pass of the same value if there is one.
+            if "relaxed_train" in out:
+                weight_logits = out["relaxed_train"]
+            elif hard_train_is_weight_pass:
+                weight_logits = out["hard_train"]
+            else:
+                detached = {k: ops.stop_gradient(v) for k, v in sample.relaxed.items()}
+                weight_logits = self._forward(x_train, self.supernet.mix_weights(detached))
+            weight_ce = objectives_lib.cross_entropy(y_train, weight_logits)
+            weight_loss = ops.mean(weight_ce)
+            scaled_weight_loss = weight_loss / float(num_replicas)
+
+            ce = {key: objectives_lib.cross_entropy(y_train if key.endswith("train") else y_val, logits)
+                  for key, logits in out.items()}
+            hard_objective = relaxed_objective = None
+            if need_hard:
+                hard_objective = self._sample_objective(
+                    ce.get("hard_train"), ce.get("hard_val"), sample.hard, num_samples, step,
+                    measured=True)
+            if need_relaxed:
+                relaxed_objective = self._sample_objective(
+                    ce.get("relaxed_train"), ce.get("relaxed_val"), sample.relaxed, num_samples, step,
+                    measured=False)
+            baseline = None
+            if isinstance(est, estimators_lib.Reinforce):
+                batch_mean = ops.mean(hard_objective)
+                first = step <= self.warmup_steps
+                baseline = ops.where(first, batch_mean, self.reinforce_baseline.value)
+            arch_loss = est.surrogate_from_losses(sample.log_prob, hard_objective, relaxed_objective,
+                                                  baseline=baseline)
+            scaled_arch_loss = arch_loss / float(num_replicas)
+
+        arch_grads = tape.gradient(scaled_arch_loss, arch_vars)
+        weight_grads = tape.gradient(scaled_weight_loss, weight_vars)
+        del tape
+        self.arch_optimizer.apply(arch_grads, arch_vars)
+        self._apply_weight_gradients(weight_grads, num_replicas)
+        if baseline is not None:
+            self.reinforce_baseline.assign(
+                estimators_lib.next_baseline(baseline, batch_mean, self.baseline_decay))
+
+        # Metrics: hard-sample values where they exist, else the relaxed ones.
+        self._update("weight_loss", weight_loss)
+        self._update("arch_loss", arch_loss)
+        self._update("loss", ops.mean(hard_objective if need_hard else relaxed_objective))
+        train_key = "hard_train" if "hard_train" in out else None
+        if train_key is None:
+            train_key = "relaxed_train" if "relaxed_train" in out else None
+        val_key = "hard_val" if "hard_val" in out else ("relaxed_val" if "relaxed_val" in out else None)
+        if train_key is not None:
+            train_ce, train_logits = ce[train_key], out[train_key]
+        else:
+            train_ce, train_logits = weight_ce, weight_logits
+        self._update("train_loss", ops.mean(train_ce))
+        self._update("accuracy", ops.mean(objectives_lib.correct(y_train, train_logits)))
+        if val_key is not None:
+            self._update("val_loss", ops.mean(ce[val_key]))
+            self._update("val_accuracy", ops.mean(objectives_lib.correct(y_val, out[val_key])))
+            self._update("gen_gap", ops.mean(ops.abs(ce[val_key] - train_ce)))
+        else:
+            self._skip("val_loss", "val_accuracy", "gen_gap")
+        if self.latency is not None:
+            self._update("sampled_latency_ms", ops.mean(self._measured_latency(sample.hard)))
+        return sample.hard
+
+    def _sample_objective(self, train_ce, val_ce, samples, num_samples, step, measured):
+        """Per-sample objective `[N]`: network loss + pair penalty + latency hinge."""
+        per_example = objectives_lib.objective_per_example(
+            self.objective, train_ce, val_ce, self.gen_gap_lambda)
+        total = objectives_lib.per_sample(per_example, num_samples)
+        if self.pair_penalty > 0:
+            total = total + objectives_lib.pair_penalty(self.distribution.pair_overlap(samples),
+                                                        self.pair_penalty)
+        if self.latency is not None and self.target_latency_ms is not None:
+            if measured:
+                latency_ms = self._measured_latency(samples)
+            else:
+                latency_ms = objectives_lib.linear_latency(
+                    self._latency_bias, self._latency_coefficients, samples)
+            weight = objectives_lib.latency_lambda(step, self.warmup_steps, self.latency_lambda,
+                                                   self.latency_ramp_steps)
+            total = total + objectives_lib.latency_hinge(latency_ms, self.target_latency_ms, weight)
+        return total
+
+    def _measured_latency(self, hard_samples):
+        """`[N]` latency (ms) of each hard sample from the latency model (a py function)."""
+        arrays = [hard_samples[name] for name in self._decision_names]
+        latency = tf.numpy_function(self._predict_latency_np, arrays, tf.float32, stateful=False)
+        return tf.reshape(latency, [-1])
+
+    def _predict_latency_np(self, *arrays):
+        choices = [np.argmax(a, axis=-1) for a in arrays]
+        space = self.supernet.search_space
+        out = []
+        for i in range(choices[0].shape[0]):
+            picked = {name: [int(c) for c in value[i]] for name, value in zip(self._decision_names, choices)}
+            out.append(float(self.latency.predict_ms(space.to_architecture(picked))))
+        return np.asarray(out, dtype=np.float32)
