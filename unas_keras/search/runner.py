@@ -1,0 +1,444 @@
+"""`unas_keras.search()`: one call that runs a whole UNAS search and leaves its results in a folder.
+
+The output folder holds
+
+* ``architecture.json``: the derived architecture (argmax of the learned distribution);
+* ``distribution.json``: the final probabilities of every decision;
+* ``history.json``: per-epoch lists of the logged metrics;
+* ``run.json``: the effective configuration, the seed, the versions of unas_keras / TensorFlow / Keras,
+  the number of replicas and the run's status;
+* ``checkpoints/``: crash-safe checkpoints (see `checkpoint.py`); rerunning the same call with the same
+  `output_dir` resumes from the newest one and ends with the same results as an uninterrupted run;
+* ``logs/``: TensorBoard event files.
+"""
+
+import dataclasses
+import datetime
+import os
+import random
+import shutil
+import tempfile
+import time
+
+from unas_keras.search import run_config
+
+_OUTPUT_FILES = ("architecture.json", "distribution.json", "history.json", "run.json")
+_KNOWN_ENTRIES = set(_OUTPUT_FILES) | {"checkpoints", "logs"}
+# Checkpoint every this many steps inside an epoch when the caller does not say.
+DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What `search()` returns.
+
+    Attributes:
+        architecture: the derived `unas_keras.Architecture`.
+        history: dict of per-epoch lists (losses, accuracies, entropy, ...).
+        output_dir: the folder with the run's files.
+        probabilities: dict decision name -> nested lists of final probabilities.
+        config: the effective configuration (as in run.json).
+        model: the trained `SearchModel` (None when the run had already finished before this call).
+    """
+
+    architecture: object
+    history: dict
+    output_dir: str
+    probabilities: dict = None
+    config: dict = None
+    model: object = None
+
+
+def _versions():
+    import keras
+    import tensorflow as tf
+
+    import unas_keras
+
+    version = getattr(unas_keras, "__version__", None)
+    if version is None:
+        try:
+            from importlib import metadata
+
+            version = metadata.version("unas_keras")
+        except Exception:  # not installed: running from a source checkout
+            version = "source"
+    return {"unas_keras": version, "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def _default_output_dir(cfg):
+    dataset = cfg["dataset"]
+    name = dataset if isinstance(dataset, str) else next(iter(dataset))
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join("runs", f"{cfg['space']}_{name.replace('/', '_')}_{stamp}")
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}"
+    return path
+
+
+def _inspect_output_dir(output_dir, cfg):
+    """Reads an existing output folder. Returns (run_json or None, finished).
+
+    Raises:
+        ValueError: the folder belongs to something else, or to a run with a different configuration.
+    """
+    from unas_keras.search import checkpoint as checkpoint_lib
+
+    if not os.path.exists(output_dir):
+        return None, False
+    if not os.path.isdir(output_dir):
+        raise ValueError(f"output_dir {output_dir} exists and is not a folder.")
+    run_path = os.path.join(output_dir, "run.json")
+    if not os.path.exists(run_path):
+        foreign = sorted(set(os.listdir(output_dir)) - _KNOWN_ENTRIES)
+        foreign = [f for f in foreign if not f.startswith(".")]
+        if foreign:
+            raise ValueError(
+                f"output_dir {output_dir} is not empty and holds no search run (no run.json; found "
+                f"{', '.join(foreign[:5])}); choose a new folder.")
+        return None, False
+    previous = checkpoint_lib.read_json(run_path)
+    if not isinstance(previous, dict) or "config" not in previous:
+        raise ValueError(f"{run_path} is not a unas_keras run description.")
+    differences = run_config.config_differences(previous["config"], cfg)
+    finished = previous.get("status") == "finished"
+    if differences:
+        what = "a finished" if finished else "an unfinished"
+        raise ValueError(
+            f"output_dir {output_dir} holds {what} search with a different configuration "
+            f"({'; '.join(differences[:6])}{'; ...' if len(differences) > 6 else ''}). Use a new output_dir, "
+            f"or repeat the original settings to {'read' if finished else 'resume'} it.")
+    return previous, finished
+
+
+def _load_finished(output_dir, cfg, verbose):
+    from unas_keras.search import checkpoint as checkpoint_lib
+    from unas_keras.space import Architecture
+
+    arch = Architecture.load(os.path.join(output_dir, "architecture.json"))
+    history = checkpoint_lib.read_json(os.path.join(output_dir, "history.json"))
+    distribution = checkpoint_lib.read_json(os.path.join(output_dir, "distribution.json"))
+    if verbose:
+        print(f"The search in {output_dir} has already finished with this configuration; nothing to do. "
+              f"Architecture: {arch}", flush=True)
+    return SearchResult(architecture=arch, history=history, output_dir=output_dir,
+                        probabilities=distribution.get("probabilities"), config=cfg, model=None)
+
+
+def _resolve_strategy(strategy):
+    import tensorflow as tf
+
+    from unas_keras.search import distributed
+
+    if strategy is None:
+        return tf.distribute.get_strategy()
+    if isinstance(strategy, str):
+        return distributed.make_strategy(strategy)
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise ValueError(f"strategy must be a tf.distribute.Strategy, one of 'default', 'mirrored', "
+                         f"'multi_worker', or None; got {type(strategy).__name__}.")
+    return strategy
+
+
+def _make_optimizers(cfg, steps_per_epoch):
+    import keras
+
+    weight_lr, weight_lr_min, arch_lr, arch_lr_min = run_config.scaled_learning_rates(cfg)
+    total = cfg["epochs"] * steps_per_epoch
+    search_steps = (cfg["epochs"] - cfg["warmup_epochs"]) * steps_per_epoch
+    weight_schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=weight_lr, decay_steps=max(total, 1), alpha=weight_lr_min / weight_lr)
+    arch_schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=arch_lr, decay_steps=max(search_steps, 1), alpha=arch_lr_min / arch_lr)
+    weight_optimizer = keras.optimizers.Adam(learning_rate=weight_schedule, weight_decay=cfg["weight_decay"],
+                                             name="weight_adam")
+    arch_optimizer = keras.optimizers.Adam(learning_rate=arch_schedule, weight_decay=cfg["arch_weight_decay"],
+                                           name="arch_adam")
+    return weight_optimizer, arch_optimizer
+
+
+def _make_latency_model(cfg, input_shape, num_classes, cache_dir, verbose):
+    """The latency model of a latency-constrained search (TFLite CPU per-block lookup table)."""
+    from unas_keras import latency
+
+    if cfg["space"] != "proxyless":
+        raise ValueError(f"target_latency_ms is supported for the proxyless space only, not {cfg['space']!r}.")
+    return latency.LatencyModel.for_space(
+        "proxyless", input_shape=tuple(input_shape), num_classes=num_classes, cache_dir=cache_dir,
+        progress=bool(verbose), width_multiplier=cfg["space_options"]["width_multiplier"])
+
+
+def _log_callback(log_dir):
+    """TensorBoard event files when the `tensorboard` package is installed, else a CSV of epoch logs."""
+    import keras
+
+    try:
+        import tensorboard  # noqa: F401  (tf.summary needs it)
+    except ImportError:
+        os.makedirs(log_dir, exist_ok=True)
+        return keras.callbacks.CSVLogger(os.path.join(log_dir, "epochs.csv"), append=True)
+    return keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, update_freq="epoch")
+
+
+def _state_variables(model, optimizers):
+    """Every variable a checkpoint must hold, in a fixed order, without duplicates."""
+    seen, out = set(), []
+    everything = (list(model.variables) + list(model.metrics_variables)
+                  + [v for opt in optimizers for v in opt.variables])
+    for var in everything:
+        if id(var) not in seen:
+            seen.add(id(var))
+            out.append(var)
+    return out
+
+
+def _data_stream(cfg, dataset, data_steps, batch_size, seed):
+    """Returns `position -> tf.data.Dataset` of global batches starting at that global step."""
+    from unas_keras.data import search_data
+
+    def make(position):
+        epoch, skip = divmod(int(position), data_steps)
+        data = search_data(dataset, image_size=cfg["resolution"], batch_size=batch_size,
+                           val_fraction=cfg["val_fraction"], seed=seed, augment=cfg["augment"],
+                           start_epoch=epoch, channels=cfg["image_channels"], data_dir=cfg["data_dir"])
+        return data.dataset.skip(skip) if skip else data.dataset
+
+    return make
+
+
+def search(space="darts", dataset="digits", estimator="rebar", objective="gen_gap", epochs=None,
+           warmup_epochs=None, batch_size=None, seed=0, output_dir=None, target_latency_ms=None,
+           strategy=None, steps_per_epoch=None, verbose=1, *, resolution=None, image_channels=None,
+           temperature=None, soften_eps=None, sampling=None, gen_gap_lambda=None, pair_penalty=None,
+           weight_lr=None, arch_lr=None, latency_lambda=None, latency_ramp_steps=None, val_fraction=None,
+           augment=None, checkpoint_every_steps=None, data_dir=None, use_custom_loop=False,
+           **space_options):
+    """Runs a UNAS architecture search and writes its results to a folder.
+
+    Defaults depend on the space and the dataset (see `run_config.DEFAULTS`). On the embedded digits set
+    they make a search that finishes in a few minutes on 2 CPU cores: DARTS space at 16x16x1, C = 8,
+    5 cells, batch 32, 1 warm-up + 5 search epochs; ProxylessNAS space at 32x32x1, width 0.25; NB201
+    space at 16x16x1, 8 channels, 1 cell per stage. On CIFAR and ImageNet they are the paper's settings
+    (e.g. `search(space="proxyless", dataset="imagenet")`: 224x224, batch 192, 20 warm-up + 15 search
+    epochs, one architecture per minibatch, logits softened with eps 0.08).
+
+    Args:
+        space: "darts", "proxyless" or "nb201".
+        dataset: "digits" (ships offline), a tensorflow-datasets name ("cifar10", "cifar100",
+            "imagenet2012"; "imagenet" is an alias), a folder of class sub-folders of images, or (x, y)
+            arrays.
+        estimator: "rebar" (alias "unas"), "reinforce", "gumbel_softmax" or "relax".
+        objective: "gen_gap" (train loss + 0.5 |val - train| per example pair), "train" or "val".
+        epochs: total epochs, warm-up included.
+        warmup_epochs: leading epochs that train only the weights (architecture uniform).
+        batch_size: global batch size (split across replicas); learning rates scale with batch / 64.
+        seed: integer seed; with a seed the run is deterministic (op determinism on) and resumes exactly.
+            None: a random seed, recorded in run.json.
+        output_dir: the results folder (default: a new folder under ./runs/). An unfinished run there is
+            resumed; a finished one with the same configuration is returned without work; a different
+            configuration is refused.
+        target_latency_ms: add the latency term `latency_lambda * max(0, latency - target)` with the
+            latency predicted by `unas_keras.latency.LatencyModel` (TFLite CPU timings).
+        strategy: a `tf.distribute.Strategy` ("default", "mirrored" or "multi_worker" are accepted as
+            names), or None for the default strategy.
+        steps_per_epoch: cap on the steps of an epoch (quick runs).
+        verbose: 0 silent, 1 progress lines, 2 more frequent progress lines.
+        resolution, image_channels: input side and image channels, 1 or 3 (default per dataset).
+        temperature, soften_eps, sampling, gen_gap_lambda, pair_penalty, weight_lr, arch_lr,
+            latency_lambda, latency_ramp_steps, val_fraction, augment: search hyper-parameters (see
+            `run_config`); None keeps the default.
+        checkpoint_every_steps: also checkpoint every this many steps inside an epoch (default 1000).
+        data_dir: tensorflow-datasets data directory.
+        use_custom_loop: run the custom distributed loop even where `model.fit` would do (it is always
+            used under MultiWorkerMirroredStrategy).
+        **space_options: supernet options: darts `ops`, `init_channels`, `num_cells`; proxyless
+            `width_multiplier`; nb201 `channels`, `cells_per_stage`.
+
+    Returns:
+        A `SearchResult` (architecture, history, output_dir, probabilities, config, model).
+
+    Raises:
+        ValueError: a bad argument, an unusable dataset (e.g. a tensorflow-datasets set that is not
+            downloaded), or an output_dir holding a different run.
+    """
+    started = time.time()
+    options = dict(resolution=resolution, image_channels=image_channels, temperature=temperature, soften_eps=soften_eps,
+                   sampling=sampling, gen_gap_lambda=gen_gap_lambda, pair_penalty=pair_penalty,
+                   weight_lr=weight_lr, arch_lr=arch_lr, latency_lambda=latency_lambda,
+                   latency_ramp_steps=latency_ramp_steps, val_fraction=val_fraction, augment=augment)
+    options.update(space_options)
+    cfg = run_config.resolve_config(
+        space=space, dataset=dataset, estimator=estimator, objective=objective, epochs=epochs,
+        warmup_epochs=warmup_epochs, batch_size=batch_size, seed=seed, target_latency_ms=target_latency_ms,
+        steps_per_epoch=steps_per_epoch, checkpoint_every_steps=checkpoint_every_steps, data_dir=data_dir,
+        **options)
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
+
+    import keras
+    import tensorflow as tf
+
+    from unas_keras.search import callbacks as callbacks_lib
+    from unas_keras.search import checkpoint as checkpoint_lib
+    from unas_keras.search import distributed
+
+    strategy = _resolve_strategy(strategy)
+    multi_worker, is_chief, _, task_id = distributed.cluster_info(strategy)
+    num_replicas = strategy.num_replicas_in_sync
+    if cfg["batch_size"] % num_replicas:
+        raise ValueError(f"batch_size {cfg['batch_size']} must be divisible by the number of replicas "
+                         f"({num_replicas}).")
+    if multi_worker and output_dir is None:
+        raise ValueError("A multi-worker search needs an explicit output_dir (the same path on every worker, "
+                         "on a file system they share) so that all workers resume from the chief's "
+                         "checkpoints.")
+
+    output_dir = os.fspath(output_dir) if output_dir is not None else _default_output_dir(cfg)
+    previous, finished = _inspect_output_dir(output_dir, cfg)
+    if finished:
+        return _load_finished(output_dir, cfg, verbose if is_chief else 0)
+
+    # Seed and determinism.
+    effective_seed = cfg["seed"]
+    if effective_seed is None:
+        effective_seed = (previous or {}).get("effective_seed")
+        if effective_seed is None:
+            effective_seed = random.SystemRandom().randrange(2**31 - 1)
+    else:
+        keras.utils.set_random_seed(effective_seed)
+        tf.config.experimental.enable_op_determinism()
+
+    # Where this process writes: the chief writes the results, other workers a private temporary folder.
+    chief_checkpoints = os.path.join(output_dir, "checkpoints")
+    work_dir = output_dir if is_chief else tempfile.mkdtemp(prefix=f"unas_worker{task_id}_")
+    try:
+        return _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
+                    chief_checkpoints, effective_seed, verbose, use_custom_loop, started,
+                    callbacks_lib, checkpoint_lib, distributed)
+    finally:
+        if not is_chief:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
+         chief_checkpoints, seed, verbose, use_custom_loop, started, callbacks_lib, checkpoint_lib,
+         distributed):
+    import keras
+
+    from unas_keras.data import search_data
+    from unas_keras.networks import build_supernet
+    from unas_keras.search.search_model import SearchModel
+
+    say = (lambda text: print(text, flush=True)) if (verbose and is_chief) else (lambda text: None)
+
+    # Data first: a dataset that cannot be loaded fails before anything is written.
+    probe = search_data(dataset, image_size=cfg["resolution"], batch_size=cfg["batch_size"],
+                        val_fraction=cfg["val_fraction"], seed=seed, augment=cfg["augment"], start_epoch=0,
+                        channels=cfg["image_channels"], data_dir=cfg["data_dir"])
+    data_steps = probe.steps_per_epoch
+    steps = min(cfg["steps_per_epoch"] or data_steps, data_steps)
+    epochs = cfg["epochs"]
+    make_stream = _data_stream(cfg, dataset, data_steps, cfg["batch_size"], seed)
+
+    os.makedirs(work_dir, exist_ok=True)
+    run_info = {
+        "status": "running",
+        "config": cfg,
+        "effective_seed": seed,
+        "num_replicas": num_replicas,
+        "num_workers": distributed.num_workers(strategy),
+        "strategy": type(strategy).__name__,
+        "versions": _versions(),
+        "data": {"name": probe.name, "num_train": int(probe.num_train), "num_val": int(probe.num_val),
+                 "num_classes": int(probe.num_classes), "input_shape": list(probe.input_shape),
+                 "steps_per_epoch": steps, "data_steps_per_epoch": data_steps, "augment": probe.augment,
+                 "val_fraction": probe.val_fraction},
+        "learning_rates": dict(zip(("weight_lr", "weight_lr_min", "arch_lr", "arch_lr_min"),
+                                   run_config.scaled_learning_rates(cfg))),
+    }
+    if is_chief:
+        checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
+
+    with strategy.scope():
+        supernet = build_supernet(cfg["space"], probe.num_classes, probe.input_shape, **cfg["space_options"])
+        latency = None
+        if cfg["target_latency_ms"] is not None:
+            latency = _make_latency_model(cfg, probe.input_shape, probe.num_classes,
+                                          os.path.join(work_dir, "latency"), verbose and is_chief)
+        model_kwargs = dict(
+            estimator=cfg["estimator"], objective=cfg["objective"], gen_gap_lambda=cfg["gen_gap_lambda"],
+            temperature=cfg["temperature"], soften_eps=cfg["soften_eps"], sampling=cfg["sampling"],
+            warmup_steps=cfg["warmup_epochs"] * steps, latency=latency,
+            target_latency_ms=cfg["target_latency_ms"], latency_lambda=cfg["latency_lambda"],
+            latency_ramp_steps=cfg["latency_ramp_steps"], weight_clipnorm=cfg["weight_clipnorm"], seed=seed)
+        if cfg["pair_penalty"] is not None:
+            model_kwargs["pair_penalty"] = cfg["pair_penalty"]
+        model = SearchModel(supernet, **model_kwargs)
+        weight_optimizer, arch_optimizer = _make_optimizers(cfg, steps)
+        model.compile(weight_optimizer=weight_optimizer, arch_optimizer=arch_optimizer)
+
+    variables = _state_variables(model, (weight_optimizer, arch_optimizer))
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(work_dir, "checkpoints"), variables,
+                                               restore_directory=chief_checkpoints)
+    history = callbacks_lib.HistoryRecorder()
+    state = checkpointer.restore()
+    resume_epoch, resume_step, metric_values = 0, 0, None
+    if state is not None:
+        resume_epoch, resume_step = int(state["epoch"]), int(state["step_in_epoch"])
+        history.set_state(state.get("history"))
+        metric_values = checkpoint_lib.snapshot(model.metrics_variables)
+        say(f"Resuming {output_dir} at epoch {resume_epoch + 1}, step {resume_step} "
+            f"(iteration {state['global_step']}).")
+
+    say(f"UNAS search: {cfg['space']} space, dataset {probe.name} ({probe.num_train} train / {probe.num_val} "
+        f"held-out, {probe.num_classes} classes, input {'x'.join(map(str, probe.input_shape))}), "
+        f"{cfg['estimator']} estimator, {cfg['objective']} objective; {epochs} epochs "
+        f"({cfg['warmup_epochs']} warm-up) x {steps} steps, batch {cfg['batch_size']} on {num_replicas} "
+        f"replica(s); output {output_dir}")
+
+    every = cfg["checkpoint_every_steps"] or DEFAULT_CHECKPOINT_EVERY_STEPS
+    callbacks = [
+        history,
+        callbacks_lib.SearchCheckpoint(
+            checkpointer, steps, model.search_step, history, every_steps=every,
+            metric_variables=model.metrics_variables, resume_epoch=resume_epoch, resume_step=resume_step,
+            resume_metric_values=metric_values),
+        callbacks_lib.ProgressLogger(epochs, steps, warmup_epochs=cfg["warmup_epochs"],
+                                     verbose=verbose if is_chief else 0, resume_epoch=resume_epoch,
+                                     resume_step=resume_step),
+    ]
+    if is_chief:
+        callbacks.append(_log_callback(os.path.join(output_dir, "logs")))
+
+    if resume_epoch < epochs:
+        if multi_worker or use_custom_loop:
+            distributed.run_custom_loop(model, strategy, lambda: make_stream(resume_epoch * steps + resume_step),
+                                        cfg["batch_size"], epochs, steps, callbacks,
+                                        initial_epoch=resume_epoch, initial_step=resume_step)
+        else:
+            epoch = resume_epoch
+            if resume_step:
+                model.fit(make_stream(epoch * steps + resume_step), initial_epoch=epoch, epochs=epoch + 1,
+                          steps_per_epoch=steps - resume_step, callbacks=callbacks, verbose=0, shuffle=False)
+                epoch += 1
+            if epoch < epochs:
+                model.fit(make_stream(epoch * steps), initial_epoch=epoch, epochs=epochs,
+                          steps_per_epoch=steps, callbacks=callbacks, verbose=0, shuffle=False)
+
+    architecture = model.derive_architecture()
+    probabilities = model.arch_probabilities()
+    result = SearchResult(architecture=architecture, history=history.get_state(), output_dir=output_dir,
+                          probabilities=probabilities, config=cfg, model=model)
+    if is_chief:
+        architecture.save(os.path.join(output_dir, "architecture.json"))
+        checkpoint_lib.write_json_atomic(os.path.join(output_dir, "distribution.json"),
+                                         {"space": cfg["space"], "probabilities": probabilities})
+        checkpoint_lib.write_json_atomic(os.path.join(output_dir, "history.json"), result.history)
+        run_info.update(status="finished", wall_time_s=round(time.time() - started, 2),
+                        finished_at=datetime.datetime.now().isoformat(timespec="seconds"))
+        checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
+        say(f"Search finished in {time.time() - started:.0f} s. Architecture: {architecture}")
+        say(f"Results in {os.path.abspath(output_dir)}")
+    return result
