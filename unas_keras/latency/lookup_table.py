@@ -88,6 +88,7 @@ class LookupTable:
         self.entries = {str(k): float(v) for k, v in dict(entries).items()}
         self.metadata = dict(metadata)
         self.invoke_overhead_ms = float(invoke_overhead_ms)
+        self._layouts = {}
 
     @property
     def input_shape(self):
@@ -113,9 +114,21 @@ class LookupTable:
 
     def block_keys(self, architecture):
         """The table keys of an architecture's blocks (stem, non-zero layers, head)."""
-        blocks = blocks_lib.architecture_blocks(architecture, self.input_shape, self.num_classes,
-                                                self.width_multiplier)
-        return [b.key for b in blocks]
+        genotype = getattr(architecture, "genotype", architecture)
+        if getattr(architecture, "space", "proxyless") != "proxyless" or not hasattr(genotype, "layers"):
+            # Let architecture_blocks raise its explanatory error.
+            blocks_lib.architecture_blocks(architecture, self.input_shape, self.num_classes)
+        layout = self._layouts.get(genotype.backbone)
+        if layout is None:  # per-layer choice -> key, computed once per backbone
+            stem, layers, head = blocks_lib.layer_blocks(genotype.backbone, self.input_shape,
+                                                         self.num_classes, self.width_multiplier)
+            layout = (stem.key, [{c: (b.key if b else None) for c, b in o.items()} for o in layers],
+                      head.key)
+            self._layouts[genotype.backbone] = layout
+        stem_key, layers, head_key = layout
+        keys = [stem_key]
+        keys += [options[choice] for options, choice in zip(layers, genotype.layers) if options[choice]]
+        return keys + [head_key]
 
     def missing(self, architecture):
         """Keys of the architecture's blocks that the table lacks."""
