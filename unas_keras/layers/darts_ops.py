@@ -196,19 +196,25 @@ class FactorizedReduce(keras.layers.Layer):
             raise ValueError(f"FactorizedReduce needs an even number of filters, got {filters}.")
         self.filters = filters
         self.affine = affine
-        self.conv_1 = keras.layers.Conv2D(filters // 2, 1, strides=2, use_bias=False, name="conv_1")
-        self.conv_2 = keras.layers.Conv2D(filters // 2, 1, strides=2, use_bias=False, name="conv_2")
+        # 1x1 convolutions at stride 2 are computed as subsampling + stride 1: the same
+        # result, and it avoids a oneDNN crash (double free) in TensorFlow 2.21's
+        # Conv2DBackpropFilter for strided 1x1 convolutions at some shapes.
+        self.conv_1 = keras.layers.Conv2D(filters // 2, 1, use_bias=False, name="conv_1")
+        self.conv_2 = keras.layers.Conv2D(filters // 2, 1, use_bias=False, name="conv_2")
         self.bn = batch_norm(affine, "bn")
 
     def build(self, input_shape):
-        self.conv_1.build(input_shape)
-        self.conv_2.build(input_shape)
+        reduced = _reduced_shape(input_shape, 2)
+        self.conv_1.build(reduced)
+        self.conv_2.build(reduced)
         self.bn.build(self.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):
         x = ops.relu(inputs)
         shifted = ops.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
-        y = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
+        y = ops.concatenate(
+            [self.conv_1(x[:, ::2, ::2, :]), self.conv_2(shifted[:, ::2, ::2, :])], axis=-1
+        )
         return self.bn(y, training=training)
 
     def compute_output_shape(self, input_shape):
