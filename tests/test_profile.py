@@ -59,6 +59,15 @@ def test_mobilenet_v2_macs():
     assert abs(macs - MOBILENET_V2_MACS) / MOBILENET_V2_MACS < 0.02, macs
 
 
+def test_proxylessnas_gpu_macs():
+    """ProxylessNAS-GPU: 465M multiply-adds published (224x224, 1000 classes)."""
+    from unas_keras.networks.proxyless import build_proxyless_model
+    from unas_keras.space import presets
+
+    model = build_proxyless_model(presets.get("proxylessnas_gpu").genotype, 1000, (224, 224, 3))
+    assert abs(count_macs(model) - 465e6) / 465e6 < 0.02
+
+
 def test_count_macs_needs_a_known_input_shape():
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))

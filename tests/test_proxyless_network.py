@@ -15,11 +15,13 @@ from unas_keras.space.proxyless import (
 )
 
 MOBILENET_V2_TRAINABLE = 3_504_872  # keras.applications.MobileNetV2(weights=None), 1000 classes
-# ProxylessNAS-GPU, 224x224, 1000 classes (published "7.1M"). Obtained with the clean-room
-# count `_reference_count` below of the network of the ProxylessNAS PyTorch release (3x3 stem
-# conv without bias + BN, MBInvertedConvLayer blocks: 1x1 expand (absent for expand ratio 1),
-# depthwise, 1x1 project, all without bias, each followed by BN with weight and bias; 1x1
-# feature-mix conv + BN; Linear with bias); it equals the 7.12M of the released model.
+# ProxylessNAS-GPU, 224x224, 1000 classes (published "7.1M"). Obtained twice, independently of
+# our Keras code: (1) a clean-room PyTorch network (torch 2.13 in a separate venv) built like the
+# ProxylessNAS release (3x3 stride-2 stem conv without bias + BN + ReLU6; MBConv blocks: 1x1
+# expand (absent for expand ratio 1), depthwise, 1x1 project, all without bias, each followed by
+# BN with weight and bias; 1x1 feature-mix conv + BN; Linear with bias), counting parameters with
+# requires_grad; (2) the formula `_reference_count` below. Both give 7,119,848 (the released
+# model's "7.12M"), and the same tool gives 3,504,872 for MobileNetV2 and 5,965,528 for UNAS.
 PROXYLESSNAS_GPU_TRAINABLE = 7_119_848
 UNAS_PROXYLESS_TRAINABLE = 5_965_528  # UNAS's ProxylessNAS-space result, same count rules
 
