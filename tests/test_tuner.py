@@ -114,7 +114,7 @@ def test_trials_models_summary_and_resume(tmp_path, fake_search, capsys):
     hp = keras_tuner.HyperParameters()
     hp.Choice("temperature", [0.3, 0.6])
     hp.Choice("arch_learning_rate", [1e-3, 3e-3])
-    tuner = _tiny_tuner(tmp_path, hyperparameters=hp, seeds=[11, 12, 13], measure_latency=True)
+    tuner = _tiny_tuner(tmp_path, hyperparameters=hp, seeds=[11, 12, 13], measure_latency=True, latency_runs=3)
     tuner.search("digits", epochs=2, verbose=0)
 
     trials = list(tuner.oracle.trials.values())
@@ -192,18 +192,46 @@ def test_trials_models_summary_and_resume(tmp_path, fake_search, capsys):
     assert len(fresh.oracle.trials) == 0
 
 
+def _digits_arrays():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target.astype(np.int64)
+
+
+def test_explicit_validation_arrays_are_normalised_like_the_training_data():
+    from unas_keras.data import eval_data
+
+    x, y = _digits_arrays()
+    _, _, info = eval_data((x[:1200], y[:1200]), image_size=16, batch_size=16, channels=1)
+    dataset, count = tuner_lib._explicit_validation_dataset((x[1200:], y[1200:]), info, 16, None)
+    images = np.concatenate([batch for batch, _ in dataset.as_numpy_iterator()])
+    labels = np.concatenate([batch for _, batch in dataset.as_numpy_iterator()])
+    assert count == len(x) - 1200 and images.shape == (count, 16, 16, 1)
+    np.testing.assert_array_equal(labels, y[1200:])
+    # Same distribution as the training data, normalised with the training statistics.
+    assert abs(float(images.mean())) < 0.1 and 0.8 < float(images.std()) < 1.2
+    with pytest.raises(ValueError, match="classes"):
+        tuner_lib._explicit_validation_dataset((x[:20], np.full(20, 12)), info, 16, None)
+
+
 @pytest.mark.slow
 def test_interrupted_trial_is_rerun_with_the_same_hyperparameters(tmp_path, fake_search):
+    """Also covers explicit (x, y) validation arrays through a whole trial."""
     calls, behaviour = fake_search
+    x, y = _digits_arrays()
+    train, validation = (x[:1200], y[:1200]), (x[1200:], y[1200:])
     tuner = _tiny_tuner(tmp_path, max_trials=1, measure_latency=False)
     behaviour["raise"] = _Interrupted()
     with pytest.raises(_Interrupted):
-        tuner.search("digits", epochs=2, verbose=0)
+        tuner.search(train, validation_data=validation, epochs=2, verbose=0)
     interrupted = dict(calls[-1])
     behaviour["raise"] = None
 
     resumed = _tiny_tuner(tmp_path, max_trials=1, measure_latency=False)
-    resumed.search("digits", epochs=2, verbose=0)
+    with pytest.raises(ValueError, match="other data"):
+        resumed.search(train, epochs=2, verbose=0)  # the project was searched with explicit validation data
+    resumed.search(train, validation_data=validation, epochs=2, verbose=0)
     assert len(calls) == 2
     # Same trial folder, same seed: the search resumes from its own checkpoints.
     assert calls[-1]["output_dir"] == interrupted["output_dir"]
@@ -211,46 +239,33 @@ def test_interrupted_trial_is_rerun_with_the_same_hyperparameters(tmp_path, fake
     (trial,) = resumed.oracle.trials.values()
     assert trial.status == "COMPLETED"
     with open(os.path.join(resumed.get_trial_dir(trial.trial_id), "result.json")) as f:
-        assert json.load(f)["seed"] == interrupted["seed"]
-
-
-@pytest.mark.slow
-def test_explicit_validation_arrays(tmp_path, fake_search):
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.images * (255.0 / 16.0)).astype(np.uint8)
-    y = digits.target.astype(np.int64)
-    tuner = _tiny_tuner(tmp_path, max_trials=1, measure_latency=False)
-    tuner.search((x[:1200], y[:1200]), validation_data=(x[1200:], y[1200:]), epochs=2, verbose=0)
-    (trial,) = tuner.oracle.trials.values()
-    assert trial.status == "COMPLETED"
-    with open(os.path.join(tuner.get_trial_dir(trial.trial_id), "result.json")) as f:
         record = json.load(f)
+    assert record["seed"] == interrupted["seed"]
     assert record["training"]["num_val"] == len(x) - 1200
     assert 0.0 <= record["metrics"]["val_accuracy"] <= 1.0
 
 
 @pytest.mark.slow
-def test_real_searches_end_to_end(tmp_path, capsys):
-    pytest.importorskip("unas_keras.search.search_model")
-    tuner = tuner_lib.UNASTuner(space="nb201", objective="gen_gap", estimator="rebar", max_trials=2,
+def test_real_search_trial_end_to_end(tmp_path, capsys):
+    """One trial with a real (tiny) UNAS search: its output folder, seed and architecture are the tuner's."""
+    tuner = tuner_lib.UNASTuner(space="nb201", objective="gen_gap", estimator="rebar", max_trials=1,
                                 directory=str(tmp_path), project_name="real", seed=0, channels=4,
                                 cells_per_stage=1, resolution=16, batch_size=16, steps_per_epoch=2,
                                 warmup_epochs=1, train_steps_per_epoch=2, measure_latency=False)
     tuner.search("digits", epochs=2, verbose=0)
-    trials = list(tuner.oracle.trials.values())
-    assert [t.status for t in trials] == ["COMPLETED", "COMPLETED"]
-    seeds = [t.hyperparameters.values["seed"] for t in trials]
-    assert len(set(seeds)) == 2
-    for trial, seed in zip(trials, seeds):
-        search_dir = os.path.join(tuner.get_trial_dir(trial.trial_id), "search")
-        with open(os.path.join(search_dir, "run.json")) as f:
-            run = json.load(f)
-        assert run["status"] == "finished" and run["effective_seed"] == seed
-        assert Architecture.load(os.path.join(search_dir, "architecture.json")) == Architecture.load(
-            os.path.join(tuner.get_trial_dir(trial.trial_id), "architecture.json"))
-    assert len(tuner.get_best_architectures(num=2)) == 2
-    assert tuner.get_best_models(num=1)[0].count_params() > 0
+    (trial,) = tuner.oracle.trials.values()
+    assert trial.status == "COMPLETED", trial.message
+    seed = trial.hyperparameters.values["seed"]
+    trial_dir = tuner.get_trial_dir(trial.trial_id)
+    search_dir = os.path.join(trial_dir, "search")
+    with open(os.path.join(search_dir, "run.json")) as f:
+        run = json.load(f)
+    assert run["status"] == "finished" and run["effective_seed"] == seed
+    assert run["config"]["space_options"] == {"channels": 4, "cells_per_stage": 1}
+    (arch,) = tuner.get_best_architectures(num=1)
+    assert arch == Architecture.load(os.path.join(search_dir, "architecture.json"))
+    model = tuner.get_best_models(num=1)[0]
+    assert model.count_params() > 0
     tuner.results_summary()
-    assert "val_accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "val_accuracy" in out and str(seed) in out

@@ -487,6 +487,9 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if os.path.exists(result_path) and os.path.exists(os.path.join(trial_dir, _WEIGHTS_FILE)):
             # Scored before an interruption that came before the oracle recorded it.
             return dict(checkpoint_lib.read_json(result_path)["metrics"])
+        import keras
+
+        keras.backend.clear_session()  # drop the previous trial's models and traced functions
         search_values, train_values, seed = self._hp_values(trial)
         started = time.time()
         try:
