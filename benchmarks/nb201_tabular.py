@@ -79,25 +79,26 @@ flags.DEFINE_enum("dataset", "cifar10", list(DATASETS) + ["all"], "Table column 
 flags.DEFINE_integer("budget", 300, "Table queries per seed and method.")
 flags.DEFINE_integer("seeds", 30, "Independent runs per method.")
 flags.DEFINE_integer("seed_offset", 0, "First seed (tuning uses seeds from --tune_seed_offset).")
-flags.DEFINE_float("reinforce_lr", 0.1, "REINFORCE: Adam learning rate on the logits.")
+flags.DEFINE_float("reinforce_lr", 0.3, "REINFORCE: Adam learning rate on the logits.")
 flags.DEFINE_integer("reinforce_samples", 10, "REINFORCE: architectures (queries) per step.")
 flags.DEFINE_float("baseline_decay", 0.9, "REINFORCE: moving-average decay of the baseline.")
-flags.DEFINE_float("unas_lr", 0.1, "UNAS: Adam learning rate on the logits.")
+flags.DEFINE_float("unas_lr", 0.3, "UNAS: Adam learning rate on the logits.")
 flags.DEFINE_integer("unas_samples", 10, "UNAS: architectures (queries) per step.")
 flags.DEFINE_float("temperature", 0.4, "UNAS: relaxation temperature.")
-flags.DEFINE_float("ridge_lambda", 1.0, "UNAS: ridge penalty of the control variate g.")
+flags.DEFINE_float("ridge_lambda", 10.0, "UNAS: ridge penalty of the control variate g.")
 flags.DEFINE_bool("pairwise", True, "UNAS: g includes pairwise edge interactions.")
 flags.DEFINE_integer("refit_every", 1, "UNAS: refit g every this many steps.")
 flags.DEFINE_bool("tune", False, "Tune both methods on an equal grid on tuning seeds first, then evaluate.")
-flags.DEFINE_integer("tune_seeds", 10, "Seeds per grid point when tuning.")
+flags.DEFINE_integer("tune_seeds", 20, "Seeds per grid point when tuning.")
 flags.DEFINE_integer("tune_seed_offset", 100000, "First tuning seed (disjoint from evaluation seeds).")
+flags.DEFINE_integer("variance_repeats", 200, "Repeats of the gradient-variance diagnostic (0 = skip it).")
 
 #: Equal tuning grids: 3 learning rates x 3 sample sizes x 2 values of one
 #: method-specific knob, 18 points each.
-TUNE_LRS = (0.03, 0.1, 0.3)
+TUNE_LRS = (0.1, 0.3, 0.5)
 TUNE_SAMPLES = (5, 10, 20)
 TUNE_REINFORCE_KNOB = ("baseline_decay", (0.5, 0.9))
-TUNE_UNAS_KNOB = ("temperature", (0.4, 1.0))
+TUNE_UNAS_KNOB = ("ridge_lambda", (1.0, 10.0))
 
 
 def _stats(values):
@@ -344,6 +345,71 @@ class GradientSearch:
         return finals, [float(b) for b in best], final_idx
 
 
+def gradient_diagnostic(accuracies, samples, repeats, temperature, ridge_lambda, pairwise, seed=0):
+    """Error of one step's gradient estimate against the exact gradient.
+
+    At two distributions (uniform logits; random logits of scale 1), the
+    exact gradient of `E[L]` is computed by enumerating the 15,625 cells.
+    REINFORCE gets an oracle baseline (the exact `E[L]`); UNAS gets `g`
+    fitted on 300 samples of that distribution. Both use `samples` queries.
+    These extra queries are a diagnostic, outside every run's budget.
+
+    Returns:
+        dict distribution -> {"squared_norm_of_exact_gradient",
+        "reinforce_mse", "unas_mse", "unas_over_reinforce"}.
+    """
+    import tensorflow as tf
+
+    from unas_keras import estimators
+
+    losses = (100.0 - accuracies) / 100.0
+    all_idx = np.arange(len(losses))
+    onehot = np.eye(NUM_OPS)[np.stack([(all_idx // NUM_OPS ** (NUM_EDGES - 1 - e)) % NUM_OPS
+                                       for e in range(NUM_EDGES)], axis=-1)]
+    table = tf.constant(losses, tf.float32)
+    powers = tf.constant([NUM_OPS ** (NUM_EDGES - 1 - e) for e in range(NUM_EDGES)], dtype=tf.int64)
+    pair_a = tf.constant([a for a, _ in PAIRS])
+    pair_b = tf.constant([b for _, b in PAIRS])
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, logits in (("uniform", np.zeros((NUM_EDGES, NUM_OPS))), ("random_logits", rng.normal(size=(6, 5)))):
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        p_arch = np.prod(np.einsum("nec,ec->ne", onehot, probs), axis=1)
+        expected = float(np.sum(p_arch * losses))
+        exact = np.einsum("n,n,nec->ec", p_arch, losses, onehot - probs[None])
+        fit_idx = np.array([nb201_table.architecture_index([rng.choice(NUM_OPS, p=probs[e]) for e in range(NUM_EDGES)])
+                            for _ in range(300)])
+        bias, w1, w2 = (tf.constant(np.asarray(a, "float32")) for a in
+                        fit_ridge(fit_idx, losses[fit_idx], ridge_lambda, pairwise))
+        variable = tf.Variable(logits.astype("float32"))
+        entry = {"squared_norm_of_exact_gradient": float(np.sum(exact ** 2))}
+        for method in ("reinforce", "unas"):
+            est = (estimators.get("reinforce") if method == "reinforce"
+                   else estimators.get("relax", temperature=temperature))
+
+            @tf.function
+            def one(step_seed, est=est, method=method):
+                with tf.GradientTape() as tape:
+                    sample = est.sample(tf.broadcast_to(variable, (samples, NUM_EDGES, NUM_OPS)), step_seed)
+                    log_prob = tf.reduce_sum(sample.log_prob, axis=-1)
+                    loss = tf.gather(table, tf.reduce_sum(tf.argmax(sample.hard, axis=-1) * powers, axis=-1))
+                    if method == "reinforce":
+                        surrogate = est.surrogate_from_losses(log_prob, loss, None, baseline=tf.constant(expected))
+                    else:
+                        x = sample.relaxed
+                        g = (bias + tf.reduce_sum(x * w1, axis=[1, 2])
+                             + tf.einsum("mpi,pij,mpj->m", tf.gather(x, pair_a, axis=1), w2,
+                                         tf.gather(x, pair_b, axis=1)))
+                        surrogate = est.surrogate_from_losses(log_prob, loss, g)
+                return tape.gradient(surrogate, variable)
+
+            grads = np.stack([one(tf.constant([seed, k], tf.int32)).numpy() for k in range(repeats)])
+            entry[f"{method}_mse"] = float(np.mean(np.sum((grads - exact) ** 2, axis=(1, 2))))
+        entry["unas_over_reinforce"] = entry["unas_mse"] / entry["reinforce_mse"]
+        out[name] = {k: round(v, 6) for k, v in entry.items()}
+    return out
+
+
 def _method_config(method, options):
     if method == "reinforce":
         keys = ("lr", "samples", "baseline_decay")
@@ -417,6 +483,10 @@ def main(argv):
             if method != "random_search":
                 summary["config"] = _method_config(method, config)
             entry["methods"][method] = summary
+        if FLAGS.variance_repeats > 0:
+            entry["gradient_mse_diagnostic"] = gradient_diagnostic(
+                accuracies, configs["unas"]["samples"], FLAGS.variance_repeats, configs["unas"]["temperature"],
+                configs["unas"]["ridge_lambda"], configs["unas"]["pairwise"])
         results[dataset] = entry
     output = {
         "benchmark": "nb201_tabular",
