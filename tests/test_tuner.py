@@ -78,6 +78,29 @@ def test_bad_constructor_arguments_raise_value_error(tmp_path, kwargs, match):
         tuner_lib.UNASTuner(**args)
 
 
+def test_seed_is_always_a_hyperparameter(tmp_path):
+    oracle = keras_tuner.oracles.GridSearchOracle(objective=keras_tuner.Objective("val_accuracy", "max"),
+                                                  max_trials=3)
+    tuner = tuner_lib.UNASTuner(space="nb201", oracle=oracle, seeds=[5, 6, 7], directory=str(tmp_path),
+                                project_name="grid")
+    seed_hp = tuner.oracle.get_space().get_config()["space"]
+    assert [h["config"]["name"] for h in seed_hp] == ["seed"]
+    assert seed_hp[0]["config"]["values"] == [5, 6, 7]
+    default = tuner_lib.UNASTuner(space="nb201", directory=str(tmp_path), project_name="default")
+    assert "seed" in default.oracle.get_space()
+    assert default.oracle.objective.name == "val_accuracy" and default.oracle.objective.direction == "max"
+
+
+def test_conflicting_arguments_raise_value_error(tmp_path):
+    hp = keras_tuner.HyperParameters()
+    hp.Int("seed", 0, 3)
+    with pytest.raises(ValueError, match="seeds"):
+        tuner_lib.UNASTuner(space="nb201", hyperparameters=hp, seeds=[1, 2], directory=str(tmp_path))
+    with pytest.raises(ValueError, match="measure_latency"):
+        tuner_lib.UNASTuner(space="nb201", tuner_objective="latency_ms", measure_latency=False,
+                            directory=str(tmp_path))
+
+
 def test_unknown_hyperparameter_name_is_refused(tmp_path):
     hp = keras_tuner.HyperParameters()
     hp.Float("learning_rate_of_everything", 0.1, 1.0)

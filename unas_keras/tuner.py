@@ -26,6 +26,7 @@ the model). With `overwrite=False` a new tuner on the same folder reloads the pr
 finished trials are kept, an interrupted trial is rerun and its search resumes from its checkpoint.
 """
 
+import json
 import math
 import numbers
 import os
@@ -56,6 +57,7 @@ HYPERPARAMETER_NAMES = ("seed",) + _SEARCH_HP + tuple(_HP_ALIASES) + _TRAIN_HP
 
 _DEFAULT_MAX_TRIALS = 3
 _SEED_RANGE = (0, 99999)
+_COMPLETED = "COMPLETED"  # keras-tuner's TrialStatus.COMPLETED
 _RESULT_FILE = "result.json"
 _WEIGHTS_FILE = "model.weights.h5"
 _ARCH_FILE = "architecture.json"
@@ -114,7 +116,7 @@ def _make_objective(tuner_objective):
 
 
 def _objective_names(objective):
-    if isinstance(objective, keras_tuner.engine.objective.MultiObjective):
+    if hasattr(objective, "name_to_direction"):  # keras-tuner's MultiObjective
         return list(objective.name_to_direction)
     return [objective.name]
 
@@ -178,6 +180,11 @@ def _evaluate(model, dataset):
     if total == 0:
         raise ValueError("The validation data is empty.")
     return correct / total, loss_sum / total
+
+
+def _json_roundtrip(payload):
+    """`payload` as it reads back from JSON (tuples become lists, ...), so saved and live values compare."""
+    return json.loads(json.dumps(payload, default=str))
 
 
 def _json_value(value):
@@ -293,6 +300,11 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                     or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)):
                 raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}.")
             seeds = sorted({int(s) for s in seeds})
+        if seeds is not None and hyperparameters is not None and "seed" in hyperparameters:
+            raise ValueError("Give the seeds either as `seeds` or as a 'seed' hyper-parameter, not both.")
+        objective_obj = _make_objective(tuner_objective) if oracle is None else oracle.objective
+        if "latency_ms" in _objective_names(objective_obj) and not measure_latency:
+            raise ValueError("Ranking trials by latency_ms needs measure_latency=True.")
         if search_verbose is not None and search_verbose not in (0, 1, 2):
             raise ValueError(f"search_verbose must be 0, 1 or 2, got {search_verbose!r}.")
         if network_options is not None and not isinstance(network_options, dict):
@@ -325,7 +337,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
             space_hp = hyperparameters.copy() if hyperparameters is not None else keras_tuner.HyperParameters()
             self._add_seed(space_hp, seeds)
             oracle = keras_tuner.oracles.RandomSearchOracle(
-                objective=_make_objective(tuner_objective), max_trials=max_trials, hyperparameters=space_hp,
+                objective=objective_obj, max_trials=max_trials, hyperparameters=space_hp,
                 seed=seed, max_retries_per_trial=max_retries_per_trial,
                 max_consecutive_failed_trials=max_consecutive_failed_trials)
         else:
@@ -363,17 +375,16 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                              f"allowed: {sorted(allowed)}.")
 
     def _settings(self):
-        """The settings that must match for a reloaded project to be continued."""
-        return {
+        """The settings that must match for a reloaded project to be continued (JSON-normalised)."""
+        return _json_roundtrip({
             "space": self.space, "objective": self.search_objective, "estimator": self.estimator,
             "warmup_epochs": self.warmup_epochs, "batch_size": self.batch_size,
             "steps_per_epoch": self.steps_per_epoch, "target_latency_ms": self.target_latency_ms,
             "train_epochs": self.train_epochs, "train_batch_size": self.train_batch_size,
             "train_steps_per_epoch": self.train_steps_per_epoch, "train_learning_rate": self.train_learning_rate,
             "network_options": self.network_options,
-            "options": {k: _json_value(v) if not isinstance(v, (list, tuple)) else list(v)
-                        for k, v in sorted(self.options.items())},
-        }
+            "options": dict(sorted(self.options.items())),
+        })
 
     def get_state(self):
         state = super().get_state()
@@ -422,8 +433,8 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
         verbose = int(verbose)
         epochs = _check_int(epochs, "epochs", 1, allow_none=True)
-        data = {"train_data": run_config.describe_dataset(train_data),
-                "validation_data": _describe_validation(validation_data), "epochs": epochs}
+        data = _json_roundtrip({"train_data": run_config.describe_dataset(train_data),
+                                "validation_data": _describe_validation(validation_data), "epochs": epochs})
         # Validate the whole configuration before the first trial (keras-tuner would otherwise record a
         # configuration error as a failed trial and go on).
         from unas_keras.data import dataset_info
@@ -496,7 +507,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
             cfg = self._search_config(train_data, epochs, dict(search_values, seed=seed))
             search_result = self._run_search(train_data, epochs, search_values, seed, trial_dir, verbose)
             scored = self._train_and_score(search_result.architecture, cfg, train_data, validation_data, seed,
-                                           train_values, verbose)
+                                           train_values)
         except keras_tuner.errors.FatalError:
             raise
         except ValueError as error:  # a configuration problem: stop the tuner instead of failing each trial
@@ -521,7 +532,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         return runner.search(output_dir=os.path.join(trial_dir, _SEARCH_DIR), strategy=self.strategy,
                              verbose=search_verbose, data_dir=self.data_dir, **kwargs)
 
-    def _train_and_score(self, architecture, cfg, train_data, validation_data, seed, train_values, verbose):
+    def _train_and_score(self, architecture, cfg, train_data, validation_data, seed, train_values):
         """Trains the derived network briefly; returns (model, metrics, result record)."""
         import keras
 
@@ -615,7 +626,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
     def _best_completed_trials(self, num):
         num = _check_int(num, "num", 1)
         trials = self.oracle.get_best_trials(num)
-        return [t for t in trials if t.status == keras_tuner.engine.trial.TrialStatus.COMPLETED]
+        return [t for t in trials if t.status == _COMPLETED]
 
     def get_best_architectures(self, num=1):
         """The derived architectures of the best completed trials, best first.
