@@ -46,6 +46,16 @@ def test_mbconv_shapes_and_params(cin, cout, k, e, stride, side, out_side):
     assert (layer.pad is None) == (stride == 1)
 
 
+def test_unknown_spatial_size_gives_ceil_half_output():
+    layer = MBConvChoice(16, 2, BLOCK_CHOICES)
+    layer.build((None, None, None, 8))
+    call = tf.function(lambda a, b: layer(a, b, training=True), input_signature=[
+        tf.TensorSpec((None, None, None, 8)), tf.TensorSpec((None, 6))])
+    for h, w in ((9, 7), (8, 6)):
+        y = call(_rand((2, h, w, 8)), _one_hot(2, k=6))
+        assert tuple(y.shape) == (2, -(-h // 2), -(-w // 2), 16)
+
+
 def test_mbconv_residual_is_added():
     x = _rand((2, 6, 6, 8))
     layer = MBConv(8, 3, 3)

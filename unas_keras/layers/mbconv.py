@@ -45,7 +45,9 @@ class MBConv(keras.layers.Layer):
     `out_channels`. Convolutions have no biases. A stride-2 depthwise
     convolution is preceded by the explicit zero padding of
     `keras.applications.MobileNetV2` and uses "valid" padding; stride 1 uses
-    "same". Channels last.
+    "same" (as does stride 2 when the input side is unknown at build time,
+    which gives the same `ceil(side / 2)` output on every size). Channels
+    last.
 
     Args:
         out_channels: output width.
@@ -126,14 +128,14 @@ class MBConv(keras.layers.Layer):
             shape = self.expand.compute_output_shape(shape)
             self.expand_bn.build(shape)
         self.pad = None
-        if self.stride == 2:
+        if self.stride == 2 and None not in shape[1:3]:
             self.pad = keras.layers.ZeroPadding2D(
                 correct_pad(shape[1:3], self.kernel_size), name="pad", dtype=policy)
             shape = self.pad.compute_output_shape(shape)
         self.depthwise = keras.layers.DepthwiseConv2D(
             self.kernel_size,
             strides=self.stride,
-            padding="same" if self.stride == 1 else "valid",
+            padding="valid" if self.pad is not None else "same",
             use_bias=False,
             name="depthwise",
             dtype=policy,
