@@ -10,6 +10,10 @@ Quick reference (see README.md):
 
 __version__ = "0.1.0"
 
+from unas_keras._quiet_import import import_tensorflow as _import_tensorflow
+
+_import_tensorflow()
+
 # Architectures as plain data (no TensorFlow needed for these).
 from unas_keras.space import Architecture, presets, sample_architecture  # noqa: E402
 
