@@ -22,6 +22,7 @@ from unas_keras.layers import (  # noqa: E402,F401
     darts_cell, darts_ops, drop_path, mbconv, mbconv_choice, nb201_cell, nb201_ops)
 from unas_keras import data, estimators, latency, profile, visualize  # noqa: E402
 from unas_keras.networks import build_model, build_supernet  # noqa: E402
+from unas_keras.networks import darts as _darts, nb201 as _nb201, proxyless as _proxyless  # noqa: E402,F401
 from unas_keras.search.search_model import SearchModel  # noqa: E402
 from unas_keras.tuner import UNASTuner  # noqa: E402
 
