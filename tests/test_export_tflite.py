@@ -17,6 +17,7 @@ TINY = MBConvBackbone(stem_channels=8, first_block_channels=8, stage_channels=(8
 
 def _run(app, *args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # a user's default environment (conftest sets it for pytest)
     return subprocess.run([sys.executable, os.path.join(ROOT, "apps", app), *args], capture_output=True,
                           text=True, env=env, timeout=600)
 
@@ -71,10 +72,6 @@ def test_export_bad_flag_value(keras_path, tmp_path):
     assert not out.exists()
 
 
-def test_export_missing_output_flag(keras_path):
-    _assert_one_line_error(_run("export_tflite.py", f"--model={keras_path}"))
-
-
 @pytest.mark.slow
 def test_export_corrupt_model(tmp_path):
     bad = tmp_path / "bad.keras"
@@ -85,7 +82,5 @@ def test_export_corrupt_model(tmp_path):
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["bad.keras"]
 
 
-def test_measure_latency_bad_input(tmp_path):
+def test_measure_latency_missing_model(tmp_path):
     _assert_one_line_error(_run("measure_latency.py", f"--model={tmp_path / 'none.tflite'}"))
-    _assert_one_line_error(_run("measure_latency.py", "--model=model.onnx"))
-    _assert_one_line_error(_run("measure_latency.py", f"--model={tmp_path / 'x.tflite'}", "--runs=zero"))
