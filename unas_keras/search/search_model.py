@@ -33,8 +33,10 @@ a stateless seed `(seed, search_step, replica_id)` (so a resumed run draws the
 same noise as an uninterrupted one) while the logits stay mirrored.
 """
 
-import numpy as np
+import functools
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -291,11 +293,38 @@ class SearchModel(keras.Model):
         return self.distribution.sample(self.estimator, num_samples, self.step_seed(step, replica_id))
 
     # ------------------------------------------------------------ the step
+    def in_warmup(self):
+        """Whether the next iteration is a weight-only warm-up iteration (python bool)."""
+        return int(ops.convert_to_numpy(self.search_step.value)) < self.warmup_steps
+
+    def make_train_function(self, force=False):
+        """Builds `train_function` for `fit`: one traced function per phase.
+
+        Under `tf.distribute` a synchronisation point (gradient all-reduce,
+        optimizer update) cannot sit inside a `tf.cond`, so the warm-up and
+        search iterations are two functions, chosen in Python before each
+        execution from `search_step` (with `steps_per_execution > 1` the
+        switch happens at the first execution that starts after warm-up).
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        search_fn = self._make_function(functools.partial(self.replica_step, warmup=False))
+        if self.warmup_steps == 0:
+            self.train_function = search_fn
+            return self.train_function
+        warmup_fn = self._make_function(functools.partial(self.replica_step, warmup=True))
+
+        def function(iterator):
+            return warmup_fn(iterator) if self.in_warmup() else search_fn(iterator)
+
+        self.train_function = function
+        return self.train_function
+
     def train_step(self, data):
         """One UNAS iteration on `((x_train, y_train), (x_val, y_val))`; returns the logs."""
         return self.replica_step(data)
 
-    def replica_step(self, data, return_samples=False):
+    def replica_step(self, data, warmup=None, return_samples=False):
         """The per-replica body of one search iteration.
 
         Runs in a replica context (`strategy.run(model.replica_step, ...)`, as
@@ -303,12 +332,21 @@ class SearchModel(keras.Model):
 
         Args:
             data: `((x_train, y_train), (x_val, y_val))` of this replica.
+            warmup: True for a weight-only warm-up iteration, False for a
+                full search iteration, None to decide from `search_step`
+                inside the graph (`tf.cond`; single replica only: with several
+                replicas pass `warmup=model.in_warmup()` and trace one
+                function per phase, as `fit` does).
             return_samples: also return the hard architecture samples drawn
                 by this replica (dict name -> `[N, rows, choices]`), for tests
                 and diagnostics.
 
         Returns:
             The logs dict (metric name -> value), or `(logs, hard_samples)`.
+
+        Raises:
+            ValueError: before `compile`, on malformed data, or with
+                `warmup=None` under a multi-replica strategy.
         """
         if self.weight_optimizer is None:
             raise ValueError("Call `compile(weight_optimizer, arch_optimizer)` before training.")
@@ -319,23 +357,26 @@ class SearchModel(keras.Model):
         replica_id = context.replica_id_in_sync_group if context is not None else 0
         step = tf.convert_to_tensor(self.search_step.value)
         seed = self.step_seed(step, replica_id)
-        if self.sampling == "per_example":
-            batch = x_train.shape[0]
-            num_samples = int(batch) if batch is not None else tf.shape(x_train)[0]
-        else:
-            num_samples = 1
+        num_samples = self._num_samples(x_train)
         batches = (x_train, y_train, x_val, y_val)
 
-        if self.warmup_steps > 0:
-            def warmup():
-                return self._weight_only_step(batches, num_samples, seed, num_replicas)
+        def warmup_step():
+            return self._weight_only_step(batches, num_samples, seed, num_replicas)
 
-            def search():
-                return self._search_step(batches, num_samples, seed, step, num_replicas)
+        def search_step():
+            return self._search_step(batches, num_samples, seed, step, num_replicas)
 
-            hard = tf.cond(step < self.warmup_steps, warmup, search)
+        if warmup is None and self.warmup_steps == 0:
+            warmup = False
+        if warmup is None:
+            if num_replicas > 1:
+                raise ValueError(
+                    "With several replicas, call replica_step(data, warmup=model.in_warmup()) and trace "
+                    "one function per phase: a tf.cond cannot hold the gradient all-reduce."
+                )
+            hard = tf.cond(step < self.warmup_steps, warmup_step, search_step)
         else:
-            hard = self._search_step(batches, num_samples, seed, step, num_replicas)
+            hard = warmup_step() if warmup else search_step()
         self.search_step.assign_add(1)
         self._tracker_by_name["entropy"].update_state(self.distribution.entropy())
         if self.latency is not None:
@@ -413,8 +454,39 @@ class SearchModel(keras.Model):
             self._update("sampled_latency_ms", ops.mean(self._measured_latency(sample.hard)))
         return sample.hard
 
-    def _search_step(self, batches, num_samples, seed, step, num_replicas):
-        """A full iteration: architecture step then weight step."""
+    def search_gradients(self, data, step=None, replica_id=0):
+        """The gradients one search iteration would apply, without applying them.
+
+        For tests and diagnostics (the training step uses the same code).
+
+        Args:
+            data: `((x_train, y_train), (x_val, y_val))`.
+            step: the iteration whose noise to draw (default: `search_step`).
+            replica_id: the replica whose noise to draw.
+
+        Returns:
+            `(arch_grads, weight_grads, info)`: gradients aligned with
+            `distribution.trainable_variables` and
+            `supernet.trainable_variables` (per replica, before any
+            all-reduce or clipping), and a dict with the `sample`, the
+            per-sample `hard_objective` / `relaxed_objective` (None when not
+            computed), `arch_loss`, `weight_loss`, the supernet `logits` of
+            every pass run and `passes` (names of the forward passes run).
+        """
+        (x_train, y_train), (x_val, y_val) = self._unpack(data)
+        step = tf.convert_to_tensor(self.search_step.value if step is None else step, dtype=tf.int64)
+        num_samples = self._num_samples(x_train)
+        return self._search_gradients((x_train, y_train, x_val, y_val), num_samples,
+                                      self.step_seed(step, replica_id), step, 1)
+
+    def _num_samples(self, x_train):
+        if self.sampling == "per_minibatch":
+            return 1
+        batch = x_train.shape[0]
+        return int(batch) if batch is not None else tf.shape(x_train)[0]
+
+    def _search_gradients(self, batches, num_samples, seed, step, num_replicas):
+        """Samples, runs the passes the estimator and objective need, returns the gradients."""
         x_train, y_train, x_val, y_val = batches
         est = self.estimator
         need_hard, need_relaxed = est.needs_hard_loss, est.needs_relaxed_loss
@@ -429,17 +501,15 @@ class SearchModel(keras.Model):
             tape.watch(_watchable(arch_vars))
             tape.watch(_watchable(weight_vars))
             sample = self.distribution.sample(est, num_samples, seed)
-            hard_weights = None
-            if need_hard or hard_train_is_weight_pass:
+            if need_hard:
                 with tape.stop_recording():
                     hard_weights = self.supernet.mix_weights(sample.hard)
-                    if need_hard and use_val:
+                    if use_val:
                         out["hard_val"] = self._forward(x_val, hard_weights)
-                    if need_hard and use_train and not hard_train_is_weight_pass:
+                    if use_train and not hard_train_is_weight_pass:
                         out["hard_train"] = self._forward(x_train, hard_weights)
                 if hard_train_is_weight_pass:
                     out["hard_train"] = self._forward(x_train, hard_weights)
-            relaxed_weights = None
             if need_relaxed:
                 relaxed_weights = self.supernet.mix_weights(sample.relaxed)
                 if use_train:
@@ -448,19 +518,19 @@ class SearchModel(keras.Model):
                     out["relaxed_val"] = self._forward(x_val, relaxed_weights)
             # The weight-step forward: reuse a pass of the same value if there is one.
             if "relaxed_train" in out:
-                weight_logits = out["relaxed_train"]
+                weight_key = "relaxed_train"
             elif hard_train_is_weight_pass:
-                weight_logits = out["hard_train"]
+                weight_key = "hard_train"
             else:
                 detached = {k: ops.stop_gradient(v) for k, v in sample.relaxed.items()}
-                weight_logits = self._forward(x_train, self.supernet.mix_weights(detached))
-            weight_ce = objectives_lib.cross_entropy(y_train, weight_logits)
-            weight_loss = ops.mean(weight_ce)
+                weight_key = "weight_train"
+                out[weight_key] = self._forward(x_train, self.supernet.mix_weights(detached))
+            ce = {key: objectives_lib.cross_entropy(y_val if key.endswith("val") else y_train, logits)
+                  for key, logits in out.items()}
+            weight_loss = ops.mean(ce[weight_key])
             scaled_weight_loss = weight_loss / float(num_replicas)
 
-            ce = {key: objectives_lib.cross_entropy(y_train if key.endswith("train") else y_val, logits)
-                  for key, logits in out.items()}
-            hard_objective = relaxed_objective = None
+            hard_objective = relaxed_objective = baseline = None
             if need_hard:
                 hard_objective = self._sample_objective(
                     ce.get("hard_train"), ce.get("hard_val"), sample.hard, num_samples, step,
@@ -469,47 +539,57 @@ class SearchModel(keras.Model):
                 relaxed_objective = self._sample_objective(
                     ce.get("relaxed_train"), ce.get("relaxed_val"), sample.relaxed, num_samples, step,
                     measured=False)
-            baseline = None
             if isinstance(est, estimators_lib.Reinforce):
-                batch_mean = ops.mean(hard_objective)
-                first = step <= self.warmup_steps
-                baseline = ops.where(first, batch_mean, self.reinforce_baseline.value)
+                # First architecture step: the baseline starts at the batch mean.
+                baseline = ops.where(step <= self.warmup_steps, ops.mean(hard_objective),
+                                     self.reinforce_baseline.value)
             arch_loss = est.surrogate_from_losses(sample.log_prob, hard_objective, relaxed_objective,
                                                   baseline=baseline)
             scaled_arch_loss = arch_loss / float(num_replicas)
 
+        # Two backward passes from one set of forwards: w.r.t. the logits only
+        # (no filter gradients), and w.r.t. the weights only.
         arch_grads = tape.gradient(scaled_arch_loss, arch_vars)
         weight_grads = tape.gradient(scaled_weight_loss, weight_vars)
         del tape
-        self.arch_optimizer.apply(arch_grads, arch_vars)
+        info = {
+            "sample": sample, "hard_objective": hard_objective, "relaxed_objective": relaxed_objective,
+            "baseline": baseline, "arch_loss": arch_loss, "weight_loss": weight_loss,
+            "logits": out, "ce": ce, "weight_key": weight_key, "passes": tuple(out),
+        }
+        return arch_grads, weight_grads, info
+
+    def _search_step(self, batches, num_samples, seed, step, num_replicas):
+        """A full iteration: architecture step then weight step, and the metrics."""
+        _, y_train, _, y_val = batches
+        arch_grads, weight_grads, info = self._search_gradients(
+            batches, num_samples, seed, step, num_replicas)
+        self.arch_optimizer.apply(arch_grads, self.distribution.trainable_variables)
         self._apply_weight_gradients(weight_grads, num_replicas)
-        if baseline is not None:
-            self.reinforce_baseline.assign(
-                estimators_lib.next_baseline(baseline, batch_mean, self.baseline_decay))
+        if info["baseline"] is not None:
+            self.reinforce_baseline.assign(estimators_lib.next_baseline(
+                info["baseline"], ops.mean(info["hard_objective"]), self.baseline_decay))
 
         # Metrics: hard-sample values where they exist, else the relaxed ones.
-        self._update("weight_loss", weight_loss)
-        self._update("arch_loss", arch_loss)
-        self._update("loss", ops.mean(hard_objective if need_hard else relaxed_objective))
-        train_key = "hard_train" if "hard_train" in out else None
-        if train_key is None:
-            train_key = "relaxed_train" if "relaxed_train" in out else None
-        val_key = "hard_val" if "hard_val" in out else ("relaxed_val" if "relaxed_val" in out else None)
-        if train_key is not None:
-            train_ce, train_logits = ce[train_key], out[train_key]
-        else:
-            train_ce, train_logits = weight_ce, weight_logits
-        self._update("train_loss", ops.mean(train_ce))
-        self._update("accuracy", ops.mean(objectives_lib.correct(y_train, train_logits)))
+        out, ce = info["logits"], info["ce"]
+        self._update("weight_loss", info["weight_loss"])
+        self._update("arch_loss", info["arch_loss"])
+        objective = info["hard_objective"] if info["hard_objective"] is not None \
+            else info["relaxed_objective"]
+        self._update("loss", ops.mean(objective))
+        train_key = next((k for k in ("hard_train", "relaxed_train") if k in out), info["weight_key"])
+        val_key = next((k for k in ("hard_val", "relaxed_val") if k in out), None)
+        self._update("train_loss", ops.mean(ce[train_key]))
+        self._update("accuracy", ops.mean(objectives_lib.correct(y_train, out[train_key])))
         if val_key is not None:
             self._update("val_loss", ops.mean(ce[val_key]))
             self._update("val_accuracy", ops.mean(objectives_lib.correct(y_val, out[val_key])))
-            self._update("gen_gap", ops.mean(ops.abs(ce[val_key] - train_ce)))
+            self._update("gen_gap", ops.mean(ops.abs(ce[val_key] - ce[train_key])))
         else:
             self._skip("val_loss", "val_accuracy", "gen_gap")
         if self.latency is not None:
-            self._update("sampled_latency_ms", ops.mean(self._measured_latency(sample.hard)))
-        return sample.hard
+            self._update("sampled_latency_ms", ops.mean(self._measured_latency(info["sample"].hard)))
+        return info["sample"].hard
 
     def _sample_objective(self, train_ce, val_ce, samples, num_samples, step, measured):
         """Per-sample objective `[N]`: network loss + pair penalty + latency hinge."""
