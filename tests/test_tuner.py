@@ -203,6 +203,7 @@ def test_trials_models_summary_and_resume(tmp_path, fake_search, capsys):
     assert len(new_values) == 3  # the oracle did not repeat a configuration
     resumed.search("digits", epochs=2, verbose=0)  # nothing left to do
     assert len(calls) == 3
+    assert len(resumed.get_best_models(num=3)) == 3  # models of earlier sessions reload too
 
     # A project is only continued with the same settings and data.
     with pytest.raises(ValueError, match="different tuner settings"):
@@ -271,7 +272,8 @@ def test_interrupted_trial_is_rerun_with_the_same_hyperparameters(tmp_path, fake
 @pytest.mark.slow
 def test_real_search_trial_end_to_end(tmp_path, capsys):
     """One trial with a real (tiny) UNAS search: its output folder, seed and architecture are the tuner's."""
-    tuner = tuner_lib.UNASTuner(space="nb201", objective="gen_gap", estimator="rebar", max_trials=1,
+    # REINFORCE: the cheapest search step to trace (the estimator does not matter to the tuner).
+    tuner = tuner_lib.UNASTuner(space="nb201", objective="gen_gap", estimator="reinforce", max_trials=1,
                                 directory=str(tmp_path), project_name="real", seed=0, channels=4,
                                 cells_per_stage=1, resolution=16, batch_size=16, steps_per_epoch=2,
                                 warmup_epochs=1, train_steps_per_epoch=2, measure_latency=False)
@@ -284,6 +286,7 @@ def test_real_search_trial_end_to_end(tmp_path, capsys):
     with open(os.path.join(search_dir, "run.json")) as f:
         run = json.load(f)
     assert run["status"] == "finished" and run["effective_seed"] == seed
+    assert run["config"]["estimator"] == "reinforce" and run["config"]["objective"] == "gen_gap"
     assert run["config"]["space_options"] == {"channels": 4, "cells_per_stage": 1}
     (arch,) = tuner.get_best_architectures(num=1)
     assert arch == Architecture.load(os.path.join(search_dir, "architecture.json"))
