@@ -97,7 +97,7 @@ def main(argv):
     try:
         data = tflite.convert_to_tflite(model, quantize=FLAGS.quantize, representative_data=calibration)
     except ValueError:
-        raise
+        raise  # a user mistake (e.g. mis-shaped calibration data): one line, status 2
     except Exception as err:  # noqa: BLE001 - converter failures: one clear line, status 1
         print(f"error: TFLite conversion failed: {str(err).strip().splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
