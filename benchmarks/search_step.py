@@ -1,0 +1,159 @@
+"""Times one full UNAS search iteration (architecture step + weight step) on random data.
+
+The iteration is `SearchModel`'s training step exactly as `fit` runs it (the
+same traced function): sample architectures, hard and relaxed passes on the
+train and val batches, the estimator's surrogate, Adam on the logits, then the
+weight step (Adam, clip-norm 5). The first `--warmup` iterations (tracing and
+graph optimisation) are not timed.
+
+Defaults follow the UNAS release and `/work/shared/bench/torch_ref/unas_darts_step.py`:
+
+* darts: C = 16, 8 cells, 32x32x3 input, 10 classes, 7 ops, per-example
+  architectures, rebar estimator, generalization-gap objective, batch 32.
+* proxyless: resolution 96, batch 8, one architecture per minibatch, 1000
+  classes, logit softening 0.08.
+
+Usage:
+    python benchmarks/search_step.py --space=darts --batch_size=32 --steps=5 --warmup=2 --threads=2
+
+Prints one JSON object as its last line: impl, space, batch_size, median_step_s,
+min_step_s, step_s, peak_rss_mb, supernet_params, threads, versions, ...
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_DEFAULTS = {
+    "darts": dict(batch_size=32, resolution=32, num_classes=10, sampling="per_example", soften_eps=0.0),
+    "proxyless": dict(batch_size=8, resolution=96, num_classes=1000, sampling="per_minibatch",
+                      soften_eps=0.08),
+    "nb201": dict(batch_size=32, resolution=32, num_classes=10, sampling="per_example", soften_eps=0.0),
+}
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--space", choices=sorted(_DEFAULTS), default="darts")
+    parser.add_argument("--batch_size", type=int, default=None, help="darts 32, proxyless 8")
+    parser.add_argument("--resolution", type=int, default=None, help="darts 32, proxyless 96")
+    parser.add_argument("--num_classes", type=int, default=None, help="darts 10, proxyless 1000")
+    parser.add_argument("--steps", type=int, default=5, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first (tracing)")
+    parser.add_argument("--threads", type=int, default=2, help="intra- and inter-op threads")
+    parser.add_argument("--inter_op_threads", type=int, default=None,
+                        help="inter-op threads (default: --threads)")
+    parser.add_argument("--estimator", default="rebar")
+    parser.add_argument("--objective", default="gen_gap")
+    parser.add_argument("--sampling", choices=["per_example", "per_minibatch"], default=None)
+    parser.add_argument("--init_channels", type=int, default=16, help="darts C")
+    parser.add_argument("--num_cells", type=int, default=8, help="darts cells")
+    parser.add_argument("--ops", default="unas", help="darts op set name or comma-separated op names")
+    parser.add_argument("--width_multiplier", type=float, default=1.0, help="proxyless width")
+    parser.add_argument("--skip_threshold", type=float, default=None,
+                        help="supernet skip threshold (default: the supernet's own)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    for name in ("steps", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    defaults = _DEFAULTS[args.space]
+    for key in ("batch_size", "resolution", "num_classes", "sampling"):
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    if args.batch_size < 1 or args.resolution < 8 or args.num_classes < 2:
+        parser.error("--batch_size must be >= 1, --resolution >= 8, --num_classes >= 2")
+    args.soften_eps = defaults["soften_eps"]
+    return args
+
+
+def main(argv=None):
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads or args.threads)
+    import keras
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from unas_keras.networks import build_supernet
+    from unas_keras.search import SearchModel, schedules
+
+    keras.utils.set_random_seed(args.seed)
+    options = {}
+    if args.space == "darts":
+        options = dict(ops=args.ops.split(",") if "," in args.ops else args.ops, init_channels=args.init_channels, num_cells=args.num_cells)
+    elif args.space == "proxyless":
+        options = dict(width_multiplier=args.width_multiplier)
+    if args.skip_threshold is not None:
+        options["skip_threshold"] = args.skip_threshold
+    shape = (args.resolution, args.resolution, 3)
+    supernet = build_supernet(args.space, args.num_classes, shape, **options)
+    model = SearchModel(supernet, estimator=args.estimator, objective=args.objective,
+                        sampling=args.sampling, soften_eps=args.soften_eps, seed=args.seed)
+    weight_opt, arch_opt = schedules.search_optimizers(
+        total_steps=1000, global_batch_size=64, scale_by_batch=False)
+    model.compile(weight_optimizer=weight_opt, arch_optimizer=arch_opt)
+
+    rng = np.random.default_rng(args.seed)
+
+    def batch():
+        return (rng.normal(size=(args.batch_size,) + shape).astype("float32"),
+                rng.integers(0, args.num_classes, args.batch_size).astype("int32"))
+
+    data = (batch(), batch())
+    dataset = tf.data.Dataset.from_tensors(data).repeat()
+    model.make_train_function()
+    iterator = iter(dataset)
+
+    times = []
+    logs = {}
+    for it in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        logs = model.train_function(iterator)
+        logs = {k: float(v) for k, v in logs.items()}  # waits for the step to finish
+        elapsed = time.perf_counter() - start
+        if it >= args.warmup:
+            times.append(elapsed)
+        if args.verbose:
+            print(f"iter {it} {elapsed:.3f}s loss {logs['loss']:.4f} arch_loss {logs['arch_loss']:.4f} "
+                  f"weight_loss {logs['weight_loss']:.4f}", flush=True)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result = {
+        "impl": "unas_keras",
+        "space": args.space,
+        "batch_size": args.batch_size,
+        "median_step_s": round(statistics.median(times), 4),
+        "min_step_s": round(min(times), 4),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "supernet_params": int(supernet.count_params()),
+        "resolution": args.resolution,
+        "num_classes": args.num_classes,
+        "threads": args.threads,
+        "inter_op_threads": args.inter_op_threads or args.threads,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "step_s": [round(t, 4) for t in times],
+        "estimator": args.estimator,
+        "objective": args.objective,
+        "sampling": args.sampling,
+        "skip_threshold": getattr(supernet, "skip_threshold", None),
+        "final_loss": round(logs.get("loss", float("nan")), 4),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
