@@ -37,7 +37,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Quiet TensorFlow C++ logs so that a bad input prints one line (absl app convention).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Small dense solves: one BLAS thread avoids oversubscription (several seeds are solved in a loop).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

@@ -113,8 +113,7 @@ def build_nb201_model(genotype, num_classes, input_shape, channels=16, cells_per
 
     images = keras.Input(input_shape, name="images")
     logits = _network(images, num_classes, channels, cells_per_stage, make_cell)
-    name = "nb201_" + nb201_space.format_string(edge_ops).replace("|", "").replace("~", "").replace("+", "_")
-    return keras.Model(images, logits, name=name[:200])
+    return keras.Model(images, logits, name="nb201_network")
 
 
 @keras.saving.register_keras_serializable(package="unas_keras")
