@@ -183,6 +183,10 @@ def test_auxiliary_head_outputs():
 
 
 def test_save_and_reload_keras_format(tmp_path):
+    # Import every layer module, so same-named classes of other spaces are registered too.
+    import unas_keras  # noqa: F401
+    import unas_keras.layers.nb201_ops  # noqa: F401
+
     keras.utils.set_random_seed(2)
     model = build_darts_model(presets.get("darts_v2"), 10, SHAPE, drop_path_rate=0.1, **TINY)
     x = _images(2, seed=5)

@@ -10,6 +10,8 @@ momentum 0.9); `affine=False` drops its scale and offset, as in the search
 network.
 
 Use `make_op(name, channels, stride, affine)` to build an operation by name.
+The layers are registered for saving as `unas_keras>Darts<ClassName>` (the
+NAS-Bench-201 ops reuse some class names).
 """
 
 import keras
@@ -63,7 +65,7 @@ def _pad(x, amount, value=0.0):
     return ops.pad(x, [[0, 0], [amount, amount], [amount, amount], [0, 0]], constant_values=value)
 
 
-@keras.saving.register_keras_serializable(package="unas_keras")
+@keras.saving.register_keras_serializable(package="unas_keras", name="DartsZero")
 class Zero(keras.layers.Layer):
     """The `none` operation: zeros, spatially strided like the other operations.
 
@@ -86,7 +88,7 @@ class Zero(keras.layers.Layer):
         return {**super().get_config(), "stride": self.stride}
 
 
-@keras.saving.register_keras_serializable(package="unas_keras")
+@keras.saving.register_keras_serializable(package="unas_keras", name="DartsPool3x3")
 class Pool3x3(keras.layers.Layer):
     """3x3 max or average pooling with padding 1 (DARTS `max_pool_3x3` / `avg_pool_3x3`).
 
@@ -126,7 +128,7 @@ class Pool3x3(keras.layers.Layer):
         return {**super().get_config(), "pool_type": self.pool_type, "stride": self.stride}
 
 
-@keras.saving.register_keras_serializable(package="unas_keras")
+@keras.saving.register_keras_serializable(package="unas_keras", name="DartsReLUConvBN")
 class ReLUConvBN(keras.layers.Layer):
     """ReLU -> k x k convolution (no bias, padding k // 2) -> BN (cell preprocessing).
 
@@ -176,7 +178,7 @@ class ReLUConvBN(keras.layers.Layer):
         }
 
 
-@keras.saving.register_keras_serializable(package="unas_keras")
+@keras.saving.register_keras_serializable(package="unas_keras", name="DartsFactorizedReduce")
 class FactorizedReduce(keras.layers.Layer):
     """ReLU, two 1x1 stride-2 convolutions (the second shifted by one pixel), concatenated, BN.
 
@@ -224,7 +226,7 @@ class FactorizedReduce(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "affine": self.affine}
 
 
-@keras.saving.register_keras_serializable(package="unas_keras")
+@keras.saving.register_keras_serializable(package="unas_keras", name="DartsSepConv")
 class SepConv(keras.layers.Layer):
     """DARTS separable convolution: (ReLU, depthwise k x k, pointwise, BN) twice.
 
@@ -285,7 +287,7 @@ class SepConv(keras.layers.Layer):
         }
 
 
-@keras.saving.register_keras_serializable(package="unas_keras")
+@keras.saving.register_keras_serializable(package="unas_keras", name="DartsDilConv")
 class DilConv(keras.layers.Layer):
     """DARTS dilated separable convolution: ReLU, depthwise k x k with dilation 2, pointwise, BN.
 
