@@ -102,6 +102,10 @@ TUNE_REINFORCE_KNOB = ("baseline_decay", (0.5, 0.9))
 TUNE_UNAS_KNOB = ("ridge_lambda", (1.0, 10.0))
 
 
+def _progress(message):
+    print(f"[nb201_tabular] {message}", file=sys.stderr, flush=True)
+
+
 def _stats(values):
     values = np.asarray(values, dtype=np.float64)
     return {
@@ -120,12 +124,25 @@ def _choices_of_index(index):
     return digits[::-1]
 
 
+def _paired(a, b):
+    """Paired comparison of per-seed final accuracies a - b (same seeds)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return {
+        "mean_difference": round(float(diff.mean()), 4),
+        "standard_error": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4) if len(diff) > 1 else None,
+        "wins": int(np.sum(diff > 1e-9)),
+        "ties": int(np.sum(np.abs(diff) <= 1e-9)),
+        "losses": int(np.sum(diff < -1e-9)),
+    }
+
+
 def _summary(final_acc, best_acc, final_idx):
     counts = {}
     for idx in final_idx:
         counts[int(idx)] = counts.get(int(idx), 0) + 1
     idx, count = max(counts.items(), key=lambda kv: kv[1])
     return {
+        "final_accuracies_per_seed": [round(float(v), 4) for v in final_acc],
         "final_accuracy": _stats(final_acc),
         "best_seen_accuracy": _stats(best_acc),
         "most_common_final": {
@@ -435,6 +452,7 @@ def tune(method, accuracies, budget, base_config, tune_seeds):
             continue
         config = dict(base_config, lr=lr, samples=samples, **{knob: value})
         finals, bests, _ = run_method(method, accuracies, budget, tune_seeds, config)
+        _progress(f"tune {method} {config}: final {np.mean(finals):.3f} +- {np.std(finals):.3f}")
         trials.append({"config": config, "final_mean": round(float(np.mean(finals)), 4),
                        "final_std": round(float(np.std(finals)), 4), "best_seen_mean": round(float(np.mean(bests)), 4)})
     best = max(trials, key=lambda t: (t["final_mean"], -t["final_std"]))
@@ -477,13 +495,21 @@ def main(argv):
         best_string, optimum = table.best(dataset)
         entry = {"optimum": round(optimum, 4), "optimal_architecture": best_string,
                  "mean_of_all_architectures": round(float(accuracies.mean()), 4), "methods": {}}
+        per_seed = {}
         for method in ("random_search", "reinforce", "unas"):
             config = configs.get(method, {})
             finals, bests, final_idx = run_method(method, accuracies, FLAGS.budget, seeds, config)
+            _progress(f"{dataset} {method}: final {np.mean(finals):.3f} +- {np.std(finals):.3f}")
             summary = _summary(finals, bests, final_idx)
             if method != "random_search":
                 summary["config"] = _method_config(method, config)
             entry["methods"][method] = summary
+            per_seed[method] = finals
+        entry["paired_final_differences"] = {
+            "unas_minus_reinforce": _paired(per_seed["unas"], per_seed["reinforce"]),
+            "unas_minus_random_search": _paired(per_seed["unas"], per_seed["random_search"]),
+            "reinforce_minus_random_search": _paired(per_seed["reinforce"], per_seed["random_search"]),
+        }
         if FLAGS.variance_repeats > 0:
             entry["gradient_mse_diagnostic"] = gradient_diagnostic(
                 accuracies, configs["unas"]["samples"], FLAGS.variance_repeats, configs["unas"]["temperature"],
