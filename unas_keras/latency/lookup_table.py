@@ -25,8 +25,8 @@ import json
 import os
 import platform
 import sys
-import tempfile
 
+from unas_keras._atomic import write_text_atomic
 from unas_keras.latency import blocks as blocks_lib
 from unas_keras.space.proxyless import PROXYLESS_BACKBONE, MBConvBackbone
 
@@ -173,19 +173,7 @@ class LookupTable:
 
     def save(self, path):
         """Writes the table as JSON atomically (temporary file + rename)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, payload, where="latency table"):

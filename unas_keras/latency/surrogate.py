@@ -13,9 +13,10 @@ not penalised (features are centred before the closed-form fit).
 
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from unas_keras._atomic import write_text_atomic
 
 FORMAT = "unas_keras.latency_surrogate"
 VERSION = 1
@@ -162,18 +163,7 @@ class LatencySurrogate:
 
     def save(self, path):
         """Writes the surrogate as JSON atomically."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path, search_space=None):

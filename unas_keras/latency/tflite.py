@@ -17,6 +17,8 @@ import zipfile
 
 import numpy as np
 
+from unas_keras._atomic import write_bytes_atomic
+
 #: Ways to turn a Keras model into a TFLite model (see `convert_to_tflite`).
 CONVERSION_METHODS = ("concrete", "saved_model", "frozen_graph")
 #: Supported quantization modes.
@@ -335,18 +337,7 @@ def verify_tflite(model, tflite_model, inputs, quantize="none", threads=1, toler
 
 def write_atomic(path, data):
     """Writes bytes to `path` through a temporary file and a rename."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    return write_bytes_atomic(path, data)
 
 
 def load_keras_model(path):

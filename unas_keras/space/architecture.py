@@ -7,10 +7,9 @@ value and round-trips through JSON with a schema version.
 
 import dataclasses
 import json
-import os
-import tempfile
 from typing import Any
 
+from unas_keras._atomic import write_text_atomic
 from unas_keras.space import darts, nb201, proxyless
 
 SCHEMA_VERSION = 1
@@ -125,19 +124,7 @@ class Architecture:
 
     def save(self, path):
         """Writes the JSON form to `path` atomically (no half-written file)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json())
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path):
