@@ -313,19 +313,19 @@ def test_mirrored_strategy_two_replicas():
         np.testing.assert_array_equal(local[0], local[1])
     assert any(not np.allclose(np.array(v), 0.0) for v in model.distribution.trainable_variables)
 
+    # One more iteration, run eagerly (no second trace), returning each replica's samples.
     dataset = strategy.experimental_distribute_dataset(_dataset(batch=4))
-
-    @tf.function
-    def step(batch):
-        return strategy.run(lambda d: model.replica_step(d, warmup=False, return_samples=True)[1], args=(batch,))
-
-    samples = step(next(iter(dataset)))
+    samples = strategy.run(lambda d: model.replica_step(d, warmup=False, return_samples=True)[1],
+                           args=(next(iter(dataset)),))
     first = [np.array(v) for v in strategy.experimental_local_results(samples["first"])]
     assert first[0].shape == (2, 2, 3)
     assert not np.array_equal(first[0], first[1])
     for var in model.distribution.trainable_variables:
         local = [np.array(v) for v in strategy.experimental_local_results(var.value)]
         np.testing.assert_array_equal(local[0], local[1])
+    assert int(model.search_step.numpy()) == 4
+    with pytest.raises(ValueError, match="several replicas"):
+        strategy.run(model.replica_step, args=(next(iter(dataset)),))
 
 
 # ---------------------------------------------------------------- errors
