@@ -13,6 +13,8 @@ logical devices.
 Bad input (unknown value, missing or malformed file) prints one line on stderr and exits with status 2.
 """
 
+import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -23,9 +25,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
-try:
-    import unas_keras  # noqa: F401
-except ImportError:  # running from a source checkout without installing
+if importlib.util.find_spec("unas_keras") is None:  # running from a source checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
@@ -53,17 +53,18 @@ flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker"],
                   "Distribution strategy (default: multi_worker when TF_CONFIG is set, else default).")
 flags.DEFINE_integer("cpu_replicas", None, "With --strategy=mirrored and no GPU: split the CPU into N "
                      "logical devices.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory (prepared datasets).")
 flags.DEFINE_integer("checkpoint_every_steps", None, "Also checkpoint every N steps inside an epoch.")
 flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress lines, 2 more progress lines.")
 
 # Flags that map one to one onto keyword arguments of unas_keras.search().
 _SEARCH_FLAGS = ("space", "dataset", "output_dir", "estimator", "objective", "epochs", "warmup_epochs",
                  "batch_size", "steps_per_epoch", "target_latency_ms", "seed", "init_channels", "num_cells",
-                 "ops", "resolution", "width_multiplier", "checkpoint_every_steps")
+                 "ops", "resolution", "width_multiplier", "checkpoint_every_steps", "data_dir")
 # Extra keys a config file may hold (search() keyword arguments without a flag of their own).
 _CONFIG_ONLY = ("image_channels", "temperature", "soften_eps", "sampling", "gen_gap_lambda", "pair_penalty",
                 "weight_lr", "arch_lr", "latency_lambda", "latency_ramp_steps", "val_fraction", "augment",
-                "channels", "cells_per_stage", "data_dir")
+                "channels", "cells_per_stage")
 # Keys ignored in a config file (documentation).
 _IGNORED = ("description", "notes", "paper")
 
@@ -120,6 +121,21 @@ def settings_from_flags(flag_values):
     return settings
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hides file descriptor 2 (the native libraries' start-up notices, written before logging is set up)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _parse_flags(argv):
     try:
         return FLAGS(argv)
@@ -139,11 +155,14 @@ def main(argv):
         if FLAGS.verbose not in (0, 1, 2):
             raise UsageError(f"--verbose must be 0, 1 or 2, got {FLAGS.verbose}.")
 
+        with _quiet_stderr():
+            import tensorflow  # noqa: F401
+            import unas_keras  # noqa: F401
         from unas_keras.search import distributed
-
-        # The strategy first: it configures devices / the cluster before anything else touches TensorFlow.
-        strategy = distributed.make_strategy(strategy_name, cpu_replicas=FLAGS.cpu_replicas)
         from unas_keras.search.runner import search
+
+        # The strategy first: it configures devices / the cluster before anything else runs on TensorFlow.
+        strategy = distributed.make_strategy(strategy_name, cpu_replicas=FLAGS.cpu_replicas)
 
         result = search(strategy=strategy, verbose=FLAGS.verbose, **settings)
     except (UsageError, ValueError) as err:

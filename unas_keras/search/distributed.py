@@ -168,10 +168,21 @@ def run_custom_loop(model, strategy, dataset, global_batch_size, epochs, steps_p
         replica_slices_fn(dataset, global_batch_size, num_replicas))
     iterator = iter(distributed)
 
-    @tf.function
+    def make_function(warmup):
+        # One traced function per phase: a synchronisation point (gradient all-reduce) cannot sit
+        # inside a tf.cond under tf.distribute, so the phase is chosen in Python before each step.
+        @tf.function
+        def step_function(iterator):
+            data = next(iterator)
+            strategy.run(model.replica_step, args=(data,), kwargs={"warmup": warmup})
+
+        return step_function
+
+    warmup_function, search_function = make_function(True), make_function(False)
+
     def train_function(iterator):
-        data = next(iterator)
-        strategy.run(model.replica_step, args=(data,))
+        in_warmup = getattr(model, "in_warmup", None)
+        return (warmup_function if in_warmup is not None and in_warmup() else search_function)(iterator)
 
     model.stop_training = False
     callbacks.on_train_begin()

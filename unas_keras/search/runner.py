@@ -300,8 +300,9 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     if finished:
         return _load_finished(output_dir, cfg, verbose if is_chief else 0)
 
-    # Seed and determinism.
+    # Seed and determinism (op determinism is switched back off afterwards if it was off before).
     effective_seed = cfg["seed"]
+    determinism_was_on = _op_determinism_enabled()
     if effective_seed is None:
         effective_seed = (previous or {}).get("effective_seed")
         if effective_seed is None:
@@ -320,6 +321,23 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     finally:
         if not is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
+        if not determinism_was_on:
+            _disable_op_determinism()
+
+
+def _op_determinism_enabled():
+    from tensorflow.python.framework import config as tf_config
+
+    check = getattr(tf_config, "is_op_determinism_enabled", None)
+    return bool(check()) if check is not None else False
+
+
+def _disable_op_determinism():
+    from tensorflow.python.framework import config as tf_config
+
+    disable = getattr(tf_config, "disable_op_determinism", None)
+    if disable is not None:
+        disable()
 
 
 def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
