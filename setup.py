@@ -21,6 +21,7 @@ setup(
         "matplotlib>=3.7",
         "numpy>=1.24",
         "psutil>=5.9",
+        "tensorboard>=2.16",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.80"]},
     include_package_data=True,

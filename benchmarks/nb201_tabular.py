@@ -74,25 +74,27 @@ PAPER_ANCHORS_CIFAR10 = {
 }
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("table", None, "NAS-Bench-201 CSV; default: $UNAS_NB201_TABLE, else <repo>/../shared/data/"
-                    "nas_bench_201.csv.")
-flags.DEFINE_enum("dataset", "cifar10", list(DATASETS) + ["all"], "Table column to search on.")
-flags.DEFINE_integer("budget", 300, "Table queries per seed and method.")
-flags.DEFINE_integer("seeds", 30, "Independent runs per method.")
-flags.DEFINE_integer("seed_offset", 0, "First seed (tuning uses seeds from --tune_seed_offset).")
-flags.DEFINE_float("reinforce_lr", 0.3, "REINFORCE: Adam learning rate on the logits.")
-flags.DEFINE_integer("reinforce_samples", 10, "REINFORCE: architectures (queries) per step.")
-flags.DEFINE_float("baseline_decay", 0.9, "REINFORCE: moving-average decay of the baseline.")
-flags.DEFINE_float("unas_lr", 0.3, "UNAS: Adam learning rate on the logits.")
-flags.DEFINE_integer("unas_samples", 10, "UNAS: architectures (queries) per step.")
-flags.DEFINE_float("temperature", 0.4, "UNAS: relaxation temperature.")
-flags.DEFINE_float("ridge_lambda", 10.0, "UNAS: ridge penalty of the control variate g.")
-flags.DEFINE_bool("pairwise", True, "UNAS: g includes pairwise edge interactions.")
-flags.DEFINE_integer("refit_every", 1, "UNAS: refit g every this many steps.")
-flags.DEFINE_bool("tune", False, "Tune both methods on an equal grid on tuning seeds first, then evaluate.")
-flags.DEFINE_integer("tune_seeds", 20, "Seeds per grid point when tuning.")
-flags.DEFINE_integer("tune_seed_offset", 100000, "First tuning seed (disjoint from evaluation seeds).")
-flags.DEFINE_integer("variance_repeats", 200, "Repeats of the gradient-variance diagnostic (0 = skip it).")
+def _define_flags():
+    """Defines the command-line flags (only when run as a script, so tests can import the module)."""
+    flags.DEFINE_string("table", None, "NAS-Bench-201 CSV; default: $UNAS_NB201_TABLE, else <repo>/../shared/data/"
+                        "nas_bench_201.csv.")
+    flags.DEFINE_enum("dataset", "cifar10", list(DATASETS) + ["all"], "Table column to search on.")
+    flags.DEFINE_integer("budget", 300, "Table queries per seed and method.")
+    flags.DEFINE_integer("seeds", 30, "Independent runs per method.")
+    flags.DEFINE_integer("seed_offset", 0, "First seed (tuning uses seeds from --tune_seed_offset).")
+    flags.DEFINE_float("reinforce_lr", 0.3, "REINFORCE: Adam learning rate on the logits.")
+    flags.DEFINE_integer("reinforce_samples", 10, "REINFORCE: architectures (queries) per step.")
+    flags.DEFINE_float("baseline_decay", 0.9, "REINFORCE: moving-average decay of the baseline.")
+    flags.DEFINE_float("unas_lr", 0.3, "UNAS: Adam learning rate on the logits.")
+    flags.DEFINE_integer("unas_samples", 10, "UNAS: architectures (queries) per step.")
+    flags.DEFINE_float("temperature", 0.4, "UNAS: relaxation temperature.")
+    flags.DEFINE_float("ridge_lambda", 10.0, "UNAS: ridge penalty of the control variate g.")
+    flags.DEFINE_bool("pairwise", True, "UNAS: g includes pairwise edge interactions.")
+    flags.DEFINE_integer("refit_every", 1, "UNAS: refit g every this many steps.")
+    flags.DEFINE_bool("tune", False, "Tune both methods on an equal grid on tuning seeds first, then evaluate.")
+    flags.DEFINE_integer("tune_seeds", 20, "Seeds per grid point when tuning.")
+    flags.DEFINE_integer("tune_seed_offset", 100000, "First tuning seed (disjoint from evaluation seeds).")
+    flags.DEFINE_integer("variance_repeats", 200, "Repeats of the gradient-variance diagnostic (0 = skip it).")
 
 #: Equal tuning grids: 3 learning rates x 3 sample sizes x 2 values of one
 #: method-specific knob, 18 points each.
@@ -543,4 +545,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     cli.run_app(main)

@@ -195,6 +195,17 @@ def test_search_writes_every_output_file(tiny_run):
     assert os.listdir(os.path.join(out, "logs"))
 
 
+def test_search_draws_pictures_and_probability_history(tiny_run):
+    out = tiny_run.output_dir
+    for name in ("architecture.png", "probabilities.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    snapshots = checkpoint_lib.read_json(os.path.join(out, "probabilities_history.json"))
+    assert len(snapshots) == len(tiny_run.history["epoch"])
+    np.testing.assert_allclose(snapshots[-1]["edges"], tiny_run.probabilities["edges"], atol=1e-6)
+    assert os.listdir(os.path.join(out, "logs", "architecture"))  # TensorBoard probability images
+
+
 def test_search_history_has_per_epoch_metrics(tiny_run):
     history = tiny_run.history
     for key in ("epoch", "loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy",

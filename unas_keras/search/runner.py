@@ -23,7 +23,8 @@ import time
 from unas_keras.search import run_config
 
 _OUTPUT_FILES = ("architecture.json", "distribution.json", "history.json", "run.json")
-_KNOWN_ENTRIES = set(_OUTPUT_FILES) | {"checkpoints", "logs"}
+_KNOWN_ENTRIES = set(_OUTPUT_FILES) | {"checkpoints", "logs", "probabilities_history.json", "probabilities.png",
+                                       "architecture.png"}
 # Checkpoint every this many steps inside an epoch when the caller does not say.
 DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
 
@@ -429,6 +430,9 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
     ]
     if is_chief:
         callbacks.append(_log_callback(os.path.join(output_dir, "logs")))
+        from unas_keras.search import pictures
+
+        callbacks.append(pictures.ArchitectureSnapshots(output_dir, log_dir=os.path.join(output_dir, "logs")))
 
     if resume_epoch < epochs:
         if multi_worker or use_custom_loop:
