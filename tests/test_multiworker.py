@@ -101,5 +101,6 @@ def test_two_workers_finish_with_identical_state(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["num_replicas"] == 2 and run["num_workers"] == 2 and run["status"] == "finished"
     assert json.loads((out / "architecture.json").read_text()) == json.loads(reports[0]["architecture"])
-    assert sorted(os.listdir(out)) == ["architecture.json", "checkpoints", "distribution.json", "history.json",
-                                       "logs", "run.json"]
+    assert sorted(os.listdir(out)) == ["architecture.json", "architecture.png", "checkpoints", "distribution.json",
+                                       "history.json", "logs", "probabilities.png", "probabilities_history.json",
+                                       "run.json"]
