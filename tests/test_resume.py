@@ -57,7 +57,9 @@ def test_kill_9_mid_epoch_then_rerun_gives_identical_results(tmp_path):
     try:
         while time.time() < deadline and proc.poll() is None:
             pointer = _pointer(resumed)
-            if pointer is not None and pointer["state"]["step_in_epoch"] > 0:
+            # Mid-epoch in the search phase (epoch index 1; epoch 0 is the warm-up), so the resumed
+            # state includes a moving architecture distribution and its optimizer.
+            if pointer is not None and pointer["state"]["epoch"] >= 1 and pointer["state"]["step_in_epoch"] > 0:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -68,6 +70,7 @@ def test_kill_9_mid_epoch_then_rerun_gives_identical_results(tmp_path):
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     assert pointer is not None and pointer["state"]["step_in_epoch"] > 0, "killed mid-epoch"
+    assert pointer["state"]["epoch"] >= 1, "killed in the search phase"
     assert not (resumed / "architecture.json").exists(), "the killed run had not finished"
 
     second = _run(resumed, tmp_path)
