@@ -140,7 +140,7 @@ def test_weights_train_during_warmup():
 # ---------------------------------------------------------------- the shared forward is exact
 def _naive_gradients(model, data, step):
     """The two-forward reference: arch step, then a fresh weight forward with stop_grad(zeta)."""
-    (xt, yt), (xv, yv) = data
+    (xt, yt), (xv, yv) = tf.nest.map_structure(tf.convert_to_tensor, data)
     est = model.estimator
     arch_vars = model.distribution.trainable_variables
     weight_vars = model.supernet.trainable_variables

@@ -142,7 +142,7 @@ class SearchModel(keras.Model):
         if pair_penalty is None:
             pair_penalty = objectives_lib.DEFAULT_PAIR_PENALTY if space_name == "darts" else 0.0
         self.pair_penalty = _check_number(pair_penalty, "pair_penalty")
-        self.temperature = _check_number(temperature, "temperature")
+        self.temperature = self.estimator.temperature
         self.soften_eps = _check_number(soften_eps, "soften_eps")
         self.sampling = sampling
         self.warmup_steps = _check_number(warmup_steps, "warmup_steps", integer=True)
@@ -235,11 +235,10 @@ class SearchModel(keras.Model):
     def get_config(self):
         if self.latency is not None:
             raise NotImplementedError("A SearchModel with a latency model cannot be serialised.")
-        estimator = self.estimator.name if not isinstance(self.estimator, estimators_lib.Relax) else "relax"
         return {
             "name": self.name,
             "supernet": keras.saving.serialize_keras_object(self.supernet),
-            "estimator": estimator,
+            "estimator": self.estimator.name,
             "objective": self.objective,
             "gen_gap_lambda": self.gen_gap_lambda,
             "pair_penalty": self.pair_penalty,
@@ -402,7 +401,8 @@ class SearchModel(keras.Model):
         return (x_train, y_train), (x_val, y_val)
 
     def _forward(self, images, weights):
-        return self.supernet((images, weights), training=True)
+        # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
+        return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True)
 
     def _update(self, name, value, weight=1.0):
         self._tracker_by_name[name].update_state(value, sample_weight=weight)
