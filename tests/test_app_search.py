@@ -9,7 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "apps", "search.py")
-TINY = ["--space=nb201", "--dataset=digits", "--epochs=2", "--warmup_epochs=1", "--batch_size=8",
+TINY = ["--space=nb201", "--dataset=digits", "--epochs=2", "--warmup_epochs=0", "--batch_size=8",
         "--steps_per_epoch=2", "--resolution=8", "--seed=0"]
 
 

@@ -19,7 +19,7 @@ DRIVER = textwrap.dedent("""
     strategy = distributed.make_strategy("multi_worker")   # from TF_CONFIG, before anything else
     from unas_keras.search.runner import search
     out, report = sys.argv[1], sys.argv[2]
-    result = search(space="nb201", dataset="digits", epochs=2, warmup_epochs=1, batch_size=8,
+    result = search(space="nb201", dataset="digits", epochs=2, warmup_epochs=0, batch_size=8,
                     steps_per_epoch=3, resolution=8, channels=4, cells_per_stage=1, seed=0,
                     output_dir=out, strategy=strategy, verbose=0)
     model = result.model

@@ -37,7 +37,10 @@ def test_cifar_and_digits_defaults():
     assert cifar["sampling"] == "per_example" and cifar["soften_eps"] == 0.0
     digits = run_config.resolve_config(space="darts", dataset="digits")
     assert digits["profile"] == "demo" and digits["resolution"] == 16 and digits["image_channels"] == 1
-    assert digits["space_options"]["init_channels"] == 8 and digits["space_options"]["num_cells"] == 5
+    assert digits["space_options"]["init_channels"] == 8 and digits["space_options"]["num_cells"] == 3
+    assert digits["weight_lr"] > cifar["weight_lr"], "short runs use larger learning rates"
+    assert (cifar["weight_lr"], cifar["weight_lr_min"], cifar["arch_lr"], cifar["arch_lr_min"]) == (
+        3e-4, 1e-4, 1e-3, 3e-4)
     assert run_config.resolve_config(space="proxyless", dataset="digits")["sampling"] == "per_minibatch"
 
 
@@ -236,8 +239,10 @@ def test_search_on_arrays(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(96, 8, 8, 1), dtype=np.uint8)
     y = np.arange(96) % 3
+    # No warm-up and one epoch: one traced function, the cheapest possible search.
     result = search(dataset=(x, y), output_dir=str(tmp_path / "arrays"),
-                    **{k: v for k, v in TINY.items() if k not in ("dataset", "resolution")})
+                    **dict({k: v for k, v in TINY.items() if k not in ("dataset", "resolution")},
+                           epochs=1, warmup_epochs=0))
     run = checkpoint_lib.read_json(os.path.join(result.output_dir, "run.json"))
     assert run["config"]["dataset"]["arrays"]["x_shape"] == [96, 8, 8, 1]
     assert run["config"]["resolution"] == 8 and run["data"]["num_classes"] == 3
@@ -245,4 +250,5 @@ def test_search_on_arrays(tmp_path):
     # The same call with other arrays is a different configuration.
     with pytest.raises(ValueError, match="different configuration"):
         search(dataset=(x[::-1].copy(), y), output_dir=str(tmp_path / "arrays"),
-               **{k: v for k, v in TINY.items() if k not in ("dataset", "resolution")})
+               **dict({k: v for k, v in TINY.items() if k not in ("dataset", "resolution")},
+                      epochs=1, warmup_epochs=0))

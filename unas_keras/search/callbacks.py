@@ -92,6 +92,7 @@ class ProgressLogger(keras.callbacks.Callback):
         self._t_epoch = None
         self._t_last = None
         self._t_train = None
+        self._t_first = None
         self._steps_done = 0
 
     def _print(self, text):
@@ -101,22 +102,31 @@ class ProgressLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self._t_train is None:
             self._t_train = time.time()
+            self._print("(the first step of the warm-up and of the search phase each trace and compile the "
+                        "supernet's step once; that can take minutes)")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._offset = self.resume_step if epoch == self.resume_epoch else 0
         self._t_epoch = self._t_last = time.time()
+        self._t_first = None
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps_done += 1
         now = time.time()
+        if batch == 0:
+            # The rate excludes the epoch's first step (it may include tracing and compilation).
+            self._t_first = now
         if self.verbose and now - self._t_last >= self.interval_s:
             self._t_last = now
             step = batch + 1 + self._offset
-            rate = (now - self._t_epoch) / max(batch + 1, 1)
-            eta = rate * (self.steps_per_epoch - step)
+            if batch > 0:
+                rate = (now - self._t_first) / batch
+                timing = f"{rate:.2f} s/step, epoch ends in {rate * (self.steps_per_epoch - step):.0f} s"
+            else:
+                timing = f"first step {now - self._t_epoch:.0f} s"
             self._print(f"  epoch {self._epoch + 1}/{self.epochs} step {step}/{self.steps_per_epoch} "
-                        f"({rate:.2f} s/step, epoch ends in {eta:.0f} s){self._format(logs)}")
+                        f"({timing}){self._format(logs)}")
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.time()

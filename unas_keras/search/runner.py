@@ -219,9 +219,10 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     """Runs a UNAS architecture search and writes its results to a folder.
 
     Defaults depend on the space and the dataset (see `run_config.DEFAULTS`). On the embedded digits set
-    they make a search that finishes in a few minutes on 2 CPU cores: DARTS space at 16x16x1, C = 8,
-    5 cells, batch 32, 1 warm-up + 5 search epochs; ProxylessNAS space at 32x32x1, width 0.25; NB201
-    space at 16x16x1, 8 channels, 1 cell per stage. On CIFAR and ImageNet they are the paper's settings
+    they make a search that finishes in a few minutes on 2 CPU cores: DARTS space at 16x16x1 with the
+    7 UNAS ops, C = 8, 3 cells, batch 32, 1 warm-up + 5 search epochs of 28 steps, learning rates raised
+    for the short run (weights Adam 3e-3, logits 3e-2 after batch scaling); ProxylessNAS space at
+    32x32x1, width 0.25; NB201 space at 16x16x1, 8 channels, 1 cell per stage. On CIFAR and ImageNet they are the paper's settings
     (e.g. `search(space="proxyless", dataset="imagenet")`: 224x224, batch 192, 20 warm-up + 15 search
     epochs, one architecture per minibatch, logits softened with eps 0.08).
 
