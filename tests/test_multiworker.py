@@ -104,3 +104,25 @@ def test_two_workers_finish_with_identical_state(tmp_path):
     assert sorted(os.listdir(out)) == ["architecture.json", "architecture.png", "checkpoints", "distribution.json",
                                        "history.json", "logs", "probabilities.png", "probabilities_history.json",
                                        "run.json"]
+
+
+@pytest.mark.slow
+def test_mirrored_fit_and_custom_loop_agree(tmp_path):
+    """Two local replicas: `model.fit` and the custom loop see the same global batches and seeds."""
+    import tensorflow as tf
+
+    from unas_keras.search.runner import search
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPU devices (tests/conftest.py makes them)")
+    kwargs = dict(space="nb201", dataset="digits", epochs=1, warmup_epochs=0, batch_size=8, steps_per_epoch=3,
+                  resolution=8, channels=4, cells_per_stage=1, seed=0, verbose=0)
+    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    with_fit = search(output_dir=str(tmp_path / "fit"), strategy=strategy, **kwargs)
+    custom = search(output_dir=str(tmp_path / "custom"), strategy=strategy, use_custom_loop=True, **kwargs)
+    run = json.loads((tmp_path / "fit" / "run.json").read_text())
+    assert run["num_replicas"] == 2
+    for name in ("architecture.json", "distribution.json"):
+        assert (tmp_path / "fit" / name).read_bytes() == (tmp_path / "custom" / name).read_bytes(), name
+    assert with_fit.history["loss"] == pytest.approx(custom.history["loss"], rel=1e-5)
