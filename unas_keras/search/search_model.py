@@ -59,6 +59,14 @@ def _check_number(value, what, minimum=0.0, integer=False, allow_none=False):
     return int(value) if integer else float(value)
 
 
+def _has_dropout(model):
+    """Whether `model` holds a Dropout layer with a positive rate (stochastic forward passes)."""
+    for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+        if isinstance(layer, keras.layers.Dropout) and float(getattr(layer, "rate", 0.0)) > 0:
+            return True
+    return False
+
+
 def _watchable(variables):
     """The backend `tf.Variable`s of Keras variables (what `GradientTape.watch` accepts)."""
     return [getattr(v, "value", v) for v in variables]
@@ -108,6 +116,13 @@ class SearchModel(keras.Model):
         seed: integer seed of the architecture noise.
         baseline_decay: moving-average decay of the REINFORCE baseline (used
             by `"reinforce"` only).
+        recompute_val_pass: with the generalization-gap objective, evaluate
+            the relaxed val pass twice (values first, then with gradient after
+            the train pass's gradients) so that only one relaxed pass's
+            activations are held at a time: about half the activation memory
+            for one more forward pass; the gradients are unchanged. None (the
+            default) enables it unless the supernet has dropout layers (a
+            second pass would draw other dropout noise).
         **kwargs: `keras.Model` arguments (e.g. `name`).
 
     Attributes:
@@ -122,7 +137,7 @@ class SearchModel(keras.Model):
                  pair_penalty=None, temperature=0.4, soften_eps=0.0, sampling="per_example",
                  warmup_steps=0, latency=None, target_latency_ms=None, latency_lambda=0.1,
                  latency_ramp_steps=30000, weight_clipnorm=5.0, seed=0, baseline_decay=0.9,
-                 **kwargs):
+                 recompute_val_pass=None, **kwargs):
         kwargs.setdefault("name", "search_model")
         super().__init__(**kwargs)
         if not isinstance(supernet, keras.Model) or not hasattr(supernet, "search_space") \
@@ -164,6 +179,12 @@ class SearchModel(keras.Model):
         if self.baseline_decay >= 1.0:
             raise ValueError(f"`baseline_decay` must be in [0, 1). Received: {baseline_decay!r}")
 
+        if recompute_val_pass is None:
+            recompute_val_pass = not _has_dropout(supernet)
+        if not isinstance(recompute_val_pass, bool):
+            raise ValueError(f"`recompute_val_pass` must be a bool or None. Received: {recompute_val_pass!r}")
+        self.recompute_val_pass = recompute_val_pass
+        self._recompute_val = recompute_val_pass
         self.supernet = supernet
         self.distribution = ArchitectureDistribution(
             supernet.search_space.decisions(), soften_eps=self.soften_eps, name="architecture_distribution")
@@ -251,6 +272,7 @@ class SearchModel(keras.Model):
             "weight_clipnorm": self.weight_clipnorm,
             "seed": self.seed,
             "baseline_decay": self.baseline_decay,
+            "recompute_val_pass": self.recompute_val_pass,
         }
 
     @classmethod
@@ -496,6 +518,10 @@ class SearchModel(keras.Model):
         # The hard train forward doubles as the weight-step forward when the
         # relaxed sample is the hard one (reinforce).
         hard_train_is_weight_pass = need_hard and not need_relaxed and use_train
+        # Memory: evaluate the relaxed val pass twice, first for its values only,
+        # then (after the train pass's gradients) on a second tape, so that only
+        # one relaxed pass's activations are held at a time.
+        split_val = self._recompute_val and need_relaxed and use_train and use_val
         out = {}
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
             tape.watch(_watchable(arch_vars))
@@ -512,9 +538,12 @@ class SearchModel(keras.Model):
                     out["hard_train"] = self._forward(x_train, hard_weights)
             if need_relaxed:
                 relaxed_weights = self.supernet.mix_weights(sample.relaxed)
+                if use_val and split_val:
+                    with tape.stop_recording():
+                        out["relaxed_val"] = self._forward(x_val, relaxed_weights)
                 if use_train:
                     out["relaxed_train"] = self._forward(x_train, relaxed_weights)
-                if use_val:
+                if use_val and not split_val:
                     out["relaxed_val"] = self._forward(x_val, relaxed_weights)
             # The weight-step forward: reuse a pass of the same value if there is one.
             if "relaxed_train" in out:
@@ -527,6 +556,9 @@ class SearchModel(keras.Model):
                 out[weight_key] = self._forward(x_train, self.supernet.mix_weights(detached))
             ce = {key: objectives_lib.cross_entropy(y_val if key.endswith("val") else y_train, logits)
                   for key, logits in out.items()}
+            if split_val:
+                # The surrogate's sensitivity to each val loss, d arch_loss / d L_val_i.
+                tape.watch(ce["relaxed_val"])
             weight_loss = ops.mean(ce[weight_key])
             scaled_weight_loss = weight_loss / float(num_replicas)
 
@@ -547,11 +579,29 @@ class SearchModel(keras.Model):
                                                   baseline=baseline)
             scaled_arch_loss = arch_loss / float(num_replicas)
 
-        # Two backward passes from one set of forwards: w.r.t. the logits only
-        # (no filter gradients), and w.r.t. the weights only.
-        arch_grads = tape.gradient(scaled_arch_loss, arch_vars)
+        # Backward passes from one set of forwards: w.r.t. the logits only (no
+        # filter gradients), and w.r.t. the weights only.
+        if split_val:
+            grads = tape.gradient(scaled_arch_loss, list(arch_vars) + [ce["relaxed_val"]])
+            arch_grads, val_cotangent = grads[:-1], grads[-1]
+        else:
+            arch_grads = tape.gradient(scaled_arch_loss, arch_vars)
         weight_grads = tape.gradient(scaled_weight_loss, weight_vars)
         del tape
+        if split_val:
+            # Chain rule through the val pass, run after the train pass's
+            # gradients: sum_i (d arch_loss / d L_val_i) * d L_val_i / d logits.
+            done = [g for g in list(arch_grads) + list(weight_grads) + [val_cotangent] if g is not None]
+            with tf.control_dependencies(done):
+                with tf.GradientTape(watch_accessed_variables=False) as val_tape:
+                    val_tape.watch(_watchable(arch_vars))
+                    again = self.distribution.sample(est, num_samples, seed)
+                    val_logits = self._forward(x_val, self.supernet.mix_weights(again.relaxed))
+                    val_term = ops.sum(ops.stop_gradient(val_cotangent)
+                                       * objectives_lib.cross_entropy(y_val, val_logits))
+                val_grads = val_tape.gradient(val_term, arch_vars)
+            arch_grads = [a if b is None else (b if a is None else a + b)
+                          for a, b in zip(arch_grads, val_grads)]
         info = {
             "sample": sample, "hard_objective": hard_objective, "relaxed_objective": relaxed_objective,
             "baseline": baseline, "arch_loss": arch_loss, "weight_loss": weight_loss,
