@@ -1,6 +1,10 @@
 """Tests of the architecture distribution layer."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -9,6 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from unas_keras import estimators
+from unas_keras.search.distributed import mirrored_strategy
 from unas_keras.search.distribution import ArchitectureDistribution
 
 # tests/conftest.py splits the CPU into 2 logical devices before TensorFlow
@@ -217,7 +222,7 @@ def test_mirrored_strategy_replicas_draw_different_architectures():
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs 2 logical CPU devices (configured by tests/conftest.py)")
     devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = mirrored_strategy(devices)
     with strategy.scope():
         dist = ArchitectureDistribution(DARTS_LIKE)
     est = estimators.get("rebar")
@@ -242,3 +247,31 @@ def test_mirrored_strategy_replicas_draw_different_architectures():
     for lp in strategy.experimental_local_results(log_prob):
         expected = -sum(rows * np.log(choices) for rows, choices in DARTS_LIKE.values())
         np.testing.assert_allclose(lp.numpy(), expected, rtol=1e-5)
+
+
+_TWO_STRATEGIES = """
+import os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from unas_keras.search.distributed import mirrored_strategy
+for n in (3, 5):
+    strategy = mirrored_strategy(["/cpu:0", "/cpu:1"])
+
+    @tf.function
+    def step():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("sum", tf.ones([n])))
+
+    print(n, strategy.experimental_local_results(step())[0].numpy().tolist())
+"""
+
+
+def test_successive_mirrored_strategies_in_one_process():
+    """A second strategy's all-reduce of another shape runs (plain MirroredStrategy aborts: keys reused)."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-c", _TWO_STRATEGIES], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["3 [2.0, 2.0, 2.0]", "5 [2.0, 2.0, 2.0, 2.0, 2.0]"]

@@ -111,6 +111,7 @@ def test_mirrored_fit_and_custom_loop_agree(tmp_path):
     """Two local replicas: `model.fit` and the custom loop see the same global batches and seeds."""
     import tensorflow as tf
 
+    from unas_keras.search.distributed import mirrored_strategy
     from unas_keras.search.runner import search
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -118,7 +119,7 @@ def test_mirrored_fit_and_custom_loop_agree(tmp_path):
         pytest.skip("needs two logical CPU devices (tests/conftest.py makes them)")
     kwargs = dict(space="nb201", dataset="digits", epochs=1, warmup_epochs=0, batch_size=8, steps_per_epoch=3,
                   resolution=8, channels=4, cells_per_stage=1, seed=0, verbose=0)
-    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    strategy = mirrored_strategy(devices[:2])
     with_fit = search(output_dir=str(tmp_path / "fit"), strategy=strategy, **kwargs)
     custom = search(output_dir=str(tmp_path / "custom"), strategy=strategy, use_custom_loop=True, **kwargs)
     run = json.loads((tmp_path / "fit" / "run.json").read_text())

@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import ops
 
 from unas_keras.search import SearchModel
+from unas_keras.search.distributed import mirrored_strategy
 from unas_keras.search import objectives as objectives_lib
 
 ALL_METRICS = {"loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy",
@@ -302,7 +303,7 @@ def test_latency_hinge_ramps_and_is_logged():
 def test_mirrored_strategy_two_replicas():
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs 2 logical CPU devices (tests/conftest.py)")
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = _model(warmup_steps=1)
     history = model.fit(_dataset(batch=4), epochs=1, steps_per_epoch=3, verbose=0)

@@ -81,8 +81,30 @@ def make_strategy(name, cpu_replicas=None):
             split_cpu(cpu_replicas)
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        return mirrored_strategy(devices)
     raise ValueError(f"Unknown strategy {name!r}; expected one of ['default', 'mirrored', 'multi_worker'].")
+
+
+def mirrored_strategy(devices=None):
+    """Creates a `tf.distribute.MirroredStrategy` that can share its process with earlier ones.
+
+    TensorFlow's collective runtime remembers every (group key, instance key) it has run, and every
+    `MirroredStrategy` numbers its all-reduces from the same starting keys. A second strategy in one
+    process (a second search, a tuner trial, a notebook cell run again) can therefore reuse a key for a
+    tensor of another shape, and the step aborts with "Shape mismatch in the collective instance 100"
+    (tensorflow/tensorflow#62790). TensorFlow's own test utilities move the key base for every new
+    strategy; so does this function. Prefer it to `tf.distribute.MirroredStrategy` whenever a process
+    may build more than one strategy.
+
+    Args:
+        devices: device names, as for `tf.distribute.MirroredStrategy` (None: every GPU, else the CPU).
+
+    Returns:
+        A `tf.distribute.MirroredStrategy`.
+    """
+    # A private class attribute, read once by the constructor; no public API moves the keys.
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000  # noqa: SLF001
+    return tf.distribute.MirroredStrategy(devices=devices)
 
 
 def split_cpu(num):

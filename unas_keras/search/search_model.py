@@ -592,14 +592,16 @@ class SearchModel(keras.Model):
             # Chain rule through the val pass, run after the train pass's
             # gradients: sum_i (d arch_loss / d L_val_i) * d L_val_i / d logits.
             done = [g for g in list(arch_grads) + list(weight_grads) + [val_cotangent] if g is not None]
-            with tf.control_dependencies(done):
-                with tf.GradientTape(watch_accessed_variables=False) as val_tape:
-                    val_tape.watch(_watchable(arch_vars))
-                    again = self.distribution.sample(est, num_samples, seed)
-                    val_logits = self._forward(x_val, self.supernet.mix_weights(again.relaxed))
-                    val_term = ops.sum(ops.stop_gradient(val_cotangent)
-                                       * objectives_lib.cross_entropy(y_val, val_logits))
-                val_grads = val_tape.gradient(val_term, arch_vars)
+            with tf.control_dependencies([tf.group(done)]):
+                # One control edge: the val pass starts from this copy of its input.
+                x_val_after = tf.identity(x_val)
+            with tf.GradientTape(watch_accessed_variables=False) as val_tape:
+                val_tape.watch(_watchable(arch_vars))
+                again = self.distribution.sample(est, num_samples, seed)
+                val_logits = self._forward(x_val_after, self.supernet.mix_weights(again.relaxed))
+                val_term = ops.sum(ops.stop_gradient(val_cotangent)
+                                   * objectives_lib.cross_entropy(y_val, val_logits))
+            val_grads = val_tape.gradient(val_term, arch_vars)
             arch_grads = [a if b is None else (b if a is None else a + b)
                           for a, b in zip(arch_grads, val_grads)]
         info = {
