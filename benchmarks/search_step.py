@@ -17,7 +17,10 @@ Usage:
     python benchmarks/search_step.py --space=darts --batch_size=32 --steps=5 --warmup=2 --threads=2
 
 Prints one JSON object as its last line: impl, space, batch_size, median_step_s,
-min_step_s, step_s, peak_rss_mb, supernet_params, threads, versions, ...
+min_step_s, step_s, peak_rss_mb (the whole process, tracing included),
+steps_peak_rss_mb (peak during the timed steps only, Linux), rss_before_steps_mb,
+warmup_step_s (the first is tracing + graph optimisation), supernet_params,
+threads, versions, ...
 """
 
 import argparse
@@ -76,6 +79,27 @@ def _parse(argv):
     return args
 
 
+def _rss_mb(field):
+    """A memory field of this process from /proc (Linux), in MB, or None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Resets the kernel's peak-RSS mark (VmHWM), so the timed steps' own peak can be read (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def main(argv=None):
     args = _parse(sys.argv[1:] if argv is None else argv)
     import tensorflow as tf
@@ -117,18 +141,23 @@ def main(argv=None):
     iterator = iter(dataset)
 
     times = []
+    warmup_times = []
     logs = {}
+    rss_before_steps_mb = None
     for it in range(args.warmup + args.steps):
+        if it == args.warmup:
+            rss_before_steps_mb = _rss_mb("VmRSS")
+            _reset_peak_rss()
         start = time.perf_counter()
         logs = model.train_function(iterator)
         logs = {k: float(v) for k, v in logs.items()}  # waits for the step to finish
         elapsed = time.perf_counter() - start
-        if it >= args.warmup:
-            times.append(elapsed)
+        (times if it >= args.warmup else warmup_times).append(elapsed)
         if args.verbose:
             print(f"iter {it} {elapsed:.3f}s loss {logs['loss']:.4f} arch_loss {logs['arch_loss']:.4f} "
                   f"weight_loss {logs['weight_loss']:.4f}", flush=True)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    steps_peak_rss_mb = _rss_mb("VmHWM")
     result = {
         "impl": "unas_keras",
         "space": args.space,
@@ -136,6 +165,9 @@ def main(argv=None):
         "median_step_s": round(statistics.median(times), 4),
         "min_step_s": round(min(times), 4),
         "peak_rss_mb": round(peak_rss_mb, 1),
+        "steps_peak_rss_mb": None if steps_peak_rss_mb is None else round(steps_peak_rss_mb, 1),
+        "rss_before_steps_mb": None if rss_before_steps_mb is None else round(rss_before_steps_mb, 1),
+        "warmup_step_s": [round(t, 2) for t in warmup_times],
         "supernet_params": int(supernet.count_params()),
         "resolution": args.resolution,
         "num_classes": args.num_classes,

@@ -15,6 +15,7 @@ the two cell inputs have stride 2.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from unas_keras.layers.darts_ops import FactorizedReduce, ReLUConvBN, is_identity, make_op
@@ -200,8 +201,9 @@ class DartsSearchCell(keras.layers.Layer):
                 layer.build(state_shape)
 
     def _weighted(self, layer, h, weight, stride, training):
+        """`weight * layer(h)`; `weight` is `[N, 1, 1, 1]`."""
         def evaluate():
-            return ops.reshape(weight, (-1, 1, 1, 1)) * layer(h, training=training)
+            return weight * layer(h, training=training)
 
         if self.skip_threshold <= 0:
             return evaluate()
@@ -215,19 +217,24 @@ class DartsSearchCell(keras.layers.Layer):
         s0, s1, w = inputs
         w = ops.cast(w, s1.dtype)
         num_ops = len(self.op_names)
+        # One [N, 1, 1, 1] weight per (edge, op) from a single unstack: slicing
+        # and reshaping per op would add four graph nodes per op per pass.
+        columns = ops.unstack(ops.transpose(w, (1, 2, 0))[..., None, None, None], axis=0)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         for n in range(NUM_NODES):
-            total = None
+            terms = []
             for j in range(n + 2):
                 e = edge_index(n, j)
                 stride = _edge_stride(self.reduction, j)
+                weights = ops.unstack(columns[e], axis=0)
                 for k in range(num_ops):
                     layer = self.edge_ops[e * num_ops + k]
                     if layer is None:
                         continue
-                    term = self._weighted(layer, states[j], w[:, e, k], stride, training)
-                    total = term if total is None else total + term
-            if total is None:  # an op list of only "none"
+                    terms.append(self._weighted(layer, states[j], weights[k], stride, training))
+            if terms:
+                total = terms[0] if len(terms) == 1 else tf.add_n(terms)
+            else:  # an op list of only "none"
                 total = ops.zeros_like(states[1][:, :: 2 if self.reduction else 1,
                                                  :: 2 if self.reduction else 1, :])
             states.append(total)

@@ -17,6 +17,7 @@ NAS-Bench-201 ops reuse some class names).
 import keras
 from keras import ops
 
+from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
 from unas_keras.space.darts import ALL_OPS
 
 BN_MOMENTUM = 0.9
@@ -24,8 +25,8 @@ BN_EPSILON = 1e-5
 
 
 def batch_norm(affine, name):
-    """A BatchNormalization layer with the DARTS (PyTorch default) settings."""
-    return keras.layers.BatchNormalization(
+    """A BatchNormalization layer with the DARTS (PyTorch default) settings (fused in training)."""
+    return FusedBatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
     )
 

@@ -1,0 +1,63 @@
+"""Batch normalization through TensorFlow's fused kernel in training mode."""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="unas_keras")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` that trains through one fused TensorFlow op.
+
+    Keras 3 builds training-mode batch normalization from about 25 small ops
+    (moments, the normalisation, two moving-average assignments) and their
+    gradients from as many again. A DARTS supernet holds hundreds of batch
+    normalizations per forward pass and a search step runs several passes, so
+    those ops make graphs of hundreds of thousands of nodes that take minutes
+    and gigabytes to trace and optimise. This layer computes the same output
+    with `FusedBatchNormV3` (one op forward, one op backward, oneDNN on CPU)
+    and lets the same op update the moving statistics.
+
+    Differences from the parent class, in training mode only: the moving
+    variance is updated with the unbiased batch variance (as PyTorch and the
+    fused path of Keras 2 do; the normalisation itself uses the biased one,
+    as always). Inference, other ranks or axes, masks, `renorm` and
+    `synchronized` fall back to the parent class. Weights, config and saved
+    files are those of `keras.layers.BatchNormalization`.
+
+    Args:
+        **kwargs: `keras.layers.BatchNormalization` arguments.
+    """
+
+    def _can_fuse(self, inputs, training, mask):
+        return (
+            training is True
+            and self.trainable
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and keras.backend.backend() == "tensorflow"
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        x = inputs if inputs.dtype in (tf.float16, tf.bfloat16, tf.float32) else tf.cast(inputs, tf.float32)
+        outputs, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x,
+            scale=scale,
+            offset=offset,
+            mean=tf.cast(self.moving_mean, tf.float32),
+            variance=tf.cast(self.moving_variance, tf.float32),
+            epsilon=float(self.epsilon),
+            exponential_avg_factor=1.0 - float(self.momentum),
+            data_format="NHWC",
+            is_training=True,
+        )
+        self.moving_mean.assign(moving_mean)
+        self.moving_variance.assign(moving_variance)
+        return tf.cast(outputs, self.compute_dtype)
