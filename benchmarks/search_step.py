@@ -168,7 +168,8 @@ def main(argv=None):
         "steps_peak_rss_mb": None if steps_peak_rss_mb is None else round(steps_peak_rss_mb, 1),
         "rss_before_steps_mb": None if rss_before_steps_mb is None else round(rss_before_steps_mb, 1),
         "warmup_step_s": [round(t, 2) for t in warmup_times],
-        "supernet_params": int(supernet.count_params()),
+        # Trainable only, as torch's parameters(); BN moving statistics are non-trainable weights here.
+        "supernet_params": int(sum(np.prod(w.shape) for w in supernet.trainable_weights)),
         "resolution": args.resolution,
         "num_classes": args.num_classes,
         "threads": args.threads,

@@ -2,6 +2,8 @@
 
 import keras
 
+from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
+
 _CHANNEL_AXIS = -1  # channels_last only
 
 
@@ -94,7 +96,7 @@ class MBConv(keras.layers.Layer):
         self.use_residual = None  # known once the input width is known (build)
 
     def _bn(self, name):
-        return keras.layers.BatchNormalization(
+        return FusedBatchNormalization(
             axis=_CHANNEL_AXIS,
             epsilon=self.bn_epsilon,
             momentum=self.bn_momentum,

@@ -20,6 +20,7 @@ momentum 0.1, i.e. Keras momentum 0.9).
 import keras
 from keras import ops
 
+from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
 from unas_keras.space import nb201 as nb201_space
 
 BN_EPSILON = 1e-5
@@ -46,7 +47,7 @@ def batch_norm(affine, name):
             search supernet's cells).
         name: layer name.
     """
-    return keras.layers.BatchNormalization(
+    return FusedBatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, center=affine, scale=affine, name=name
     )
 

@@ -18,6 +18,7 @@ same order, same padding, same width rounding).
 import keras
 from keras import ops
 
+from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
 from unas_keras.layers.mbconv import MBConv
 from unas_keras.layers.mbconv_choice import DEFAULT_SKIP_THRESHOLD, MBConvChoice
 from unas_keras.space.proxyless import (
@@ -102,7 +103,7 @@ class _ProxylessLayers:
         widths = scaled_widths(backbone, width_multiplier)
 
         def bn(name):
-            return keras.layers.BatchNormalization(
+            return FusedBatchNormalization(
                 epsilon=BN_EPSILON, momentum=bn_momentum, center=bn_affine, scale=bn_affine,
                 name=name)
 
