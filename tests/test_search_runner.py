@@ -252,3 +252,22 @@ def test_search_on_arrays(tmp_path):
         search(dataset=(x[::-1].copy(), y), output_dir=str(tmp_path / "arrays"),
                **dict({k: v for k, v in TINY.items() if k not in ("dataset", "resolution")},
                       epochs=1, warmup_epochs=0))
+
+
+def test_progress_lines_show_val_metrics_only_after_warmup():
+    import io
+
+    from unas_keras.search.callbacks import ProgressLogger
+
+    stream = io.StringIO()
+    logger = ProgressLogger(epochs=2, steps_per_epoch=3, warmup_epochs=1, stream=stream)
+    logs = {"loss": 1.5, "train_loss": 1.5, "val_loss": 0.0, "val_accuracy": 0.0, "gen_gap": 0.0,
+            "accuracy": 0.25, "entropy": 9.0}
+    logger.on_train_begin()
+    for epoch in range(2):
+        logger.on_epoch_begin(epoch)
+        logger.on_epoch_end(epoch, dict(logs, val_loss=2.0 * epoch))
+    warmup, searched = [line for line in stream.getvalue().splitlines() if line.startswith("epoch")]
+    assert "[warm-up]" in warmup and "train_loss 1.5000" in warmup and "accuracy 0.2500" in warmup
+    assert "val_loss" not in warmup and "val_accuracy" not in warmup and "gen_gap" not in warmup
+    assert "[search]" in searched and "val_loss 2.0000" in searched and "gen_gap 0.0000" in searched

@@ -75,6 +75,8 @@ class ProgressLogger(keras.callbacks.Callback):
 
     _KEYS = ("loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy",
              "latency_ms")
+    # Warm-up iterations train the weights only: nothing is evaluated on the val batches.
+    _NOT_IN_WARMUP = ("val_loss", "val_accuracy", "gen_gap")
 
     def __init__(self, epochs, steps_per_epoch, warmup_epochs=0, interval_s=30.0, verbose=1, stream=None,
                  resume_epoch=0, resume_step=0):
@@ -126,7 +128,7 @@ class ProgressLogger(keras.callbacks.Callback):
             else:
                 timing = f"first step {now - self._t_epoch:.0f} s"
             self._print(f"  epoch {self._epoch + 1}/{self.epochs} step {step}/{self.steps_per_epoch} "
-                        f"({timing}){self._format(logs)}")
+                        f"({timing}){self._format(logs, self._epoch < self.warmup_epochs)}")
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.time()
@@ -134,15 +136,16 @@ class ProgressLogger(keras.callbacks.Callback):
         remaining_epochs = self.epochs - epoch - 1
         eta = elapsed * remaining_epochs
         phase = "warm-up" if epoch < self.warmup_epochs else "search"
-        self._print(f"epoch {epoch + 1}/{self.epochs} [{phase}] {elapsed:.1f} s{self._format(logs)}"
+        self._print(f"epoch {epoch + 1}/{self.epochs} [{phase}] {elapsed:.1f} s"
+                    f"{self._format(logs, epoch < self.warmup_epochs)}"
                     + (f" | about {eta:.0f} s left" if remaining_epochs else ""))
 
-    def _format(self, logs):
+    def _format(self, logs, warmup=False):
         if not logs:
             return ""
         parts = []
         for key in self._KEYS:
-            if key in logs:
+            if key in logs and not (warmup and key in self._NOT_IN_WARMUP):
                 value = _to_float(logs[key])
                 if value is not None:
                     parts.append(f"{key} {value:.4f}")
