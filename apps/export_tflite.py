@@ -36,18 +36,6 @@ flags.DEFINE_integer("num_verify", 32, "Images compared by --verify.")
 flags.DEFINE_integer("threads", 1, "LiteRT threads for --verify.")
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with its start-up log lines (written by C++ before logging is set up) hidden."""
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _inputs(dataset, input_shape, num, seed):
     """Preprocessed dataset images for the model, or random ones (with a note)."""
     import numpy as np
@@ -86,7 +74,9 @@ def main(argv):
         raise cli.UsageError(f"model file not found: {FLAGS.model}")
     if os.path.isdir(FLAGS.output):
         raise cli.UsageError(f"--output {FLAGS.output} is a directory; give a file path.")
-    _import_tensorflow_quietly()
+    from unas_keras._quiet_import import import_tensorflow
+
+    import_tensorflow()  # TF_CPP_MIN_LOG_LEVEL >= 2 (set above): its start-up notices hidden
     from unas_keras.latency import tflite
 
     model = tflite.load_keras_model(FLAGS.model)

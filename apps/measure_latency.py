@@ -26,18 +26,6 @@ flags.DEFINE_integer("warmup", 5, "Untimed invocations first.")
 flags.DEFINE_boolean("json", False, "Print the statistics as one JSON object instead.")
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with its start-up log lines (written by C++ before logging is set up) hidden."""
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
@@ -49,7 +37,9 @@ def main(argv):
         raise cli.UsageError(f"model file not found: {FLAGS.model}")
     if FLAGS.threads < 1 or FLAGS.runs < 1 or FLAGS.warmup < 0:
         raise cli.UsageError("--threads and --runs must be >= 1, --warmup >= 0.")
-    _import_tensorflow_quietly()
+    from unas_keras._quiet_import import import_tensorflow
+
+    import_tensorflow()  # TF_CPP_MIN_LOG_LEVEL >= 2 (set above): its start-up notices hidden
     from unas_keras.latency import measure_tflite_stats
 
     stats = measure_tflite_stats(FLAGS.model, threads=FLAGS.threads, runs=FLAGS.runs, warmup=FLAGS.warmup)

@@ -96,13 +96,8 @@ def weight_schedule(decay_steps, global_batch_size=None, initial_learning_rate=W
     Returns:
         A `keras.optimizers.schedules.CosineDecay`.
     """
-    if global_batch_size is not None:
-        initial_learning_rate = scale_learning_rate(initial_learning_rate, global_batch_size,
-                                                    reference_batch_size)
-        final_learning_rate = scale_learning_rate(final_learning_rate, global_batch_size,
-                                                  reference_batch_size)
-    return cosine_schedule(initial_learning_rate, final_learning_rate, decay_steps,
-                           name="weight_cosine_decay")
+    return _scaled_cosine(initial_learning_rate, final_learning_rate, decay_steps, global_batch_size,
+                          reference_batch_size, "weight_cosine_decay")
 
 
 def arch_schedule(decay_steps, global_batch_size=None, initial_learning_rate=ARCH_LR,
@@ -120,13 +115,18 @@ def arch_schedule(decay_steps, global_batch_size=None, initial_learning_rate=ARC
     Returns:
         A `keras.optimizers.schedules.CosineDecay`.
     """
+    return _scaled_cosine(initial_learning_rate, final_learning_rate, decay_steps, global_batch_size,
+                          reference_batch_size, "arch_cosine_decay")
+
+
+def _scaled_cosine(initial_learning_rate, final_learning_rate, decay_steps, global_batch_size,
+                   reference_batch_size, name):
     if global_batch_size is not None:
         initial_learning_rate = scale_learning_rate(initial_learning_rate, global_batch_size,
                                                     reference_batch_size)
         final_learning_rate = scale_learning_rate(final_learning_rate, global_batch_size,
                                                   reference_batch_size)
-    return cosine_schedule(initial_learning_rate, final_learning_rate, decay_steps,
-                           name="arch_cosine_decay")
+    return cosine_schedule(initial_learning_rate, final_learning_rate, decay_steps, name=name)
 
 
 def search_optimizers(total_steps, warmup_steps=0, global_batch_size=None, scale_by_batch=True,
