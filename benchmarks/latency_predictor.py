@@ -126,6 +126,7 @@ def main(argv):
             timings[i] += _time_invocations(paths[i], FLAGS.threads, FLAGS.runs)
     measure_s = time.time() - start
     measured = np.array([_statistic(t, FLAGS.statistic) for t in timings])
+    repeatability = _repeatability(timings, FLAGS.runs, FLAGS.statistic)
     lut_pred = np.array([table.predict(a) for a in archs])
 
     n_train = max(2, int(round(FLAGS.train_fraction * len(archs))))
@@ -169,6 +170,10 @@ def main(argv):
         "lut_affine": {"slope": float(slope), "intercept_ms": float(intercept)},
         "lut_calibrated": calibrated.report["calibration"],
         "lut_surrogate_max_abs_error_ms": g_error,
+        # Two passes over the same network: how often do their statistics agree within +-10%? No
+        # predictor can agree with the pooled measurement much more often than the measurement agrees
+        # with itself.
+        "measurement_repeatability": repeatability,
         "held_out": {name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rep.items()}
                      for name, rep in reports.items()},
         "goal_met": {name: bool(rep["spearman"] >= 0.9 and rep["mape_pct"] <= 10.0)
@@ -179,6 +184,20 @@ def main(argv):
             json.dump({"result": result, "architectures": [a.to_dict() for a in archs],
                        "timings_ms": timings, "lut_ms": lut_pred.tolist(), "lut": table.to_dict()}, f)
     print(json.dumps(result))
+
+
+def _repeatability(timings, runs, statistic):
+    """Agreement between the first and the last pass's statistic of each network (None with one pass)."""
+    import numpy as np
+
+    if len(timings[0]) < 2 * runs:
+        return None
+    first = np.array([_statistic(t[:runs], statistic) for t in timings])
+    last = np.array([_statistic(t[-runs:], statistic) for t in timings])
+    relative = np.abs(last / first - 1.0)
+    return {"within_10pct": round(float(np.mean(relative <= 0.10)), 4),
+            "within_5pct": round(float(np.mean(relative <= 0.05)), 4),
+            "median_abs_rel_diff": round(float(np.median(relative)), 4)}
 
 
 if __name__ == "__main__":
