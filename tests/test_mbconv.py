@@ -135,7 +135,7 @@ def test_choice_zero_applies_dropout_in_training():
 def test_choice_skips_blocks_with_zero_weight(compiled):
     """A skipped block is not computed: poisoning its weights with NaN changes nothing."""
     x = _rand((2, 8, 8, 8))
-    layer = MBConvChoice(8, 2 if compiled else 1, BLOCK_CHOICES)  # default threshold
+    layer = MBConvChoice(8, 2 if compiled else 1, BLOCK_CHOICES, skip_threshold=1e-6)
     layer(x, _one_hot(0, k=6))
     reference = np.asarray(layer(x, _one_hot(2, k=6), training=True))
     for choice in BLOCK_CHOICES:

@@ -188,9 +188,9 @@ class ProxylessSupernet(keras.Model):
         backbone: `MBConvBackbone` (or its dict form).
         width_multiplier: channel multiplier.
         skip_threshold: blocks whose weight is below this for the whole
-            batch are not computed (see `MBConvChoice`; default 1e-6 skips
-            the unchosen blocks of a one-hot sample; 0 or `None` computes
-            every block; the UNAS release uses 0.05).
+            batch are not computed (see `MBConvChoice`; default 0 computes
+            every block, which traces and runs leaner on CPU; 1e-6 skips the
+            unchosen blocks of a one-hot sample; the UNAS release uses 0.05).
         zero_dropout: dropout of the `"zero"` candidate during search.
         dropout_rate: dropout before the classifier.
         bn_momentum: BatchNormalization momentum.
