@@ -300,6 +300,9 @@ def test_eval_data_digits():
     first = [y.numpy() for _, y in train_ds]
     second = [y.numpy() for _, y in train_ds]
     assert len(first) == info.steps_per_epoch
+    # Known lengths: Keras fit / evaluate need them to not warn "ran out of data" after the first epoch.
+    assert int(train_ds.cardinality()) == info.steps_per_epoch
+    assert int(val_ds.cardinality()) == info.validation_steps
     assert not np.array_equal(np.concatenate(first), np.concatenate(second))  # reshuffled per iteration
     dropped = info.num_train - 32 * info.steps_per_epoch  # the partial last batch
     counts = [np.bincount(np.concatenate(run), minlength=10) for run in (first, second)]

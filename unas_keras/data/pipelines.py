@@ -408,12 +408,15 @@ def eval_data(dataset, image_size, batch_size, seed=0, cutout=0, augment=None, v
     if start_epoch is None:
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
         train_ds = draws.flat_map(lambda r: epoch(_fold(root, r)))
+        # flat_map hides the length; Keras warns "ran out of data" after an epoch of unknown length.
+        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
     else:
         train_ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(
             lambda e: epoch(_fold(root, _MAX_EPOCHS, e)))
     zero = tf.zeros([2], tf.int64)
     val_ds = val_part.ordered(None).map(lambda image, label: eval_fn(image, label, zero),
                                         num_parallel_calls=_AUTOTUNE, deterministic=True).batch(batch_size)
+    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(-(-val_part.size // batch_size)))
     info = EvalInfo(name=source.info.name, num_classes=source.info.num_classes,
                     input_shape=(image_size, image_size, channels), num_train=train_part.size,
                     num_val=val_part.size, steps_per_epoch=steps,
