@@ -177,3 +177,22 @@ def test_choice_config_round_trip_and_errors():
         MBConvChoice(16, 1, OPTIONAL_CHOICES)(_rand((1, 4, 4, 8)), _one_hot(1))
     with pytest.raises(ValueError, match="op_weights"):
         MBConvChoice(8, 1, OPTIONAL_CHOICES)(_rand((1, 4, 4, 8)), np.ones((1, 6), "float32"))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_choice_one_hot_runs_only_the_chosen_block(compiled):
+    """`one_hot=True` with one row per minibatch: the other blocks are not run (NaN weights stay unseen)."""
+    x = _rand((2, 8, 8, 8))
+    layer = MBConvChoice(8, 1, OPTIONAL_CHOICES)
+    weights = _one_hot(3)
+    reference = np.asarray(layer(x, weights, training=True))
+    for k, choice in enumerate(OPTIONAL_CHOICES):
+        if k != 3 and choice != "zero":
+            kernel = layer.candidate(choice).project.kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    call = tf.function(lambda a, b: layer(a, b, training=True, one_hot=True)) if compiled else (
+        lambda a, b: layer(a, b, training=True, one_hot=True))
+    y = np.asarray(call(x, weights))
+    np.testing.assert_allclose(y, reference, atol=1e-5)
+    # Per-example weights ([N, K], N > 1) cannot switch: every block runs, so the NaNs show.
+    assert np.isnan(np.asarray(layer(x, np.repeat(weights, 2, axis=0), training=True, one_hot=True))).any()

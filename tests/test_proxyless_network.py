@@ -284,3 +284,19 @@ def test_mix_weights_rejects_bad_samples():
         net.mix_weights({"first": good["first"], "optional": good["optional"][:, :, :6]})
     with pytest.raises(ValueError, match="weight tensors"):
         net((_images(), net.mix_weights(good)[:-1]))
+
+
+def test_search_model_hard_passes_run_chosen_blocks_with_the_same_logits():
+    """SearchModel's no-gradient hard passes use `one_hot=True`; the logits equal the dense mixture's."""
+    from unas_keras.search import SearchModel
+
+    keras.utils.set_random_seed(0)
+    net = px.build_proxyless_supernet(5, (32, 32, 3), backbone=TINY_BACKBONE)
+    model = SearchModel(net, estimator="rebar", sampling="per_minibatch", seed=0)
+    model.compile(weight_optimizer="sgd", arch_optimizer="adam")
+    data = ((_images(4, seed=1), np.arange(4) % 5), (_images(4, seed=2), np.arange(4) % 5))
+    _, _, info = model.search_gradients(data)
+    hard = net.mix_weights(info["sample"].hard)
+    for key, images in (("hard_train", data[0][0]), ("hard_val", data[1][0])):
+        dense = net((tf.constant(images), hard), training=True)
+        np.testing.assert_allclose(np.asarray(info["logits"][key]), np.asarray(dense), rtol=1e-4, atol=1e-4)

@@ -117,13 +117,31 @@ class MBConvChoice(keras.layers.Layer):
         return (batch, conv_output_side(height, self.stride), conv_output_side(width, self.stride),
                 self.out_channels)
 
-    def call(self, inputs, op_weights, training=None):
+    def call(self, inputs, op_weights, training=None, one_hot=False):
+        """`sum_k w[:, k] * op_k(inputs)`.
+
+        Args:
+            inputs: `[N, H, W, C]` feature map.
+            op_weights: `[N, K]` or `[1, K]` candidate weights.
+            training: Keras training flag.
+            one_hot: promise that `op_weights` is one-hot (a hard sample).
+                With one row for the minibatch, only the chosen block runs
+                (`switch`: one branch executes), whatever `skip_threshold`.
+
+        Returns:
+            `[N, H', W', out_channels]`.
+        """
         op_weights = ops.convert_to_tensor(op_weights, dtype=inputs.dtype)
         if len(op_weights.shape) != 2 or (op_weights.shape[-1] not in (None, len(self.choices))):
             raise ValueError(
                 f"MBConvChoice {self.name!r}: op_weights must have shape [N, {len(self.choices)}], "
                 f"got {tuple(op_weights.shape)}."
             )
+        if one_hot and op_weights.shape[0] == 1:
+            index = ops.argmax(op_weights[0])
+            chosen = ops.switch(index, [lambda x, op=op: op(x, training=training) for op in self.candidates],
+                                inputs)
+            return ops.take(op_weights[0], index) * chosen
         out_shape = None
         total = None
         for k, op in enumerate(self.candidates):

@@ -258,7 +258,21 @@ class ProxylessSupernet(keras.Model):
             shape = layer.compute_output_shape(shape)
         self.built = True
 
-    def call(self, inputs, training=None):
+    #: `call` takes `one_hot=True` for hard samples (`SearchModel` passes it in its no-gradient passes).
+    runs_chosen_blocks_only = True
+
+    def call(self, inputs, training=None, one_hot=False):
+        """Logits of `(images, weights)`.
+
+        Args:
+            inputs: `(images, weights)`, weights from `mix_weights`.
+            training: Keras training flag.
+            one_hot: the weights are a hard sample; with one architecture per
+                minibatch each layer then runs only its chosen block.
+
+        Returns:
+            `[N, num_classes]` logits.
+        """
         images, weights = inputs
         weights = list(weights)
         if len(weights) != len(self.choice_layers):
@@ -270,7 +284,7 @@ class ProxylessSupernet(keras.Model):
         for layer in self.stem_layers:
             x = layer(x, training=training)
         for layer, w in zip(self.choice_layers, weights):
-            x = layer(x, w, training=training)
+            x = layer(x, w, training=training, one_hot=one_hot)
         for layer in self.head_layers:
             x = layer(x, training=training)
         return x

@@ -422,9 +422,10 @@ class SearchModel(keras.Model):
             ) from None
         return (x_train, y_train), (x_val, y_val)
 
-    def _forward(self, images, weights):
+    def _forward(self, images, weights, one_hot=False):
         # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
-        return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True)
+        kwargs = {"one_hot": True} if one_hot and getattr(self.supernet, "runs_chosen_blocks_only", False) else {}
+        return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True, **kwargs)
 
     def _update(self, name, value, weight=1.0):
         self._tracker_by_name[name].update_state(value, sample_weight=weight)
@@ -529,11 +530,12 @@ class SearchModel(keras.Model):
             sample = self.distribution.sample(est, num_samples, seed)
             if need_hard:
                 with tape.stop_recording():
+                    # No gradient through these passes: a supernet that can may run only the chosen blocks.
                     hard_weights = self.supernet.mix_weights(sample.hard)
                     if use_val:
-                        out["hard_val"] = self._forward(x_val, hard_weights)
+                        out["hard_val"] = self._forward(x_val, hard_weights, one_hot=True)
                     if use_train and not hard_train_is_weight_pass:
-                        out["hard_train"] = self._forward(x_train, hard_weights)
+                        out["hard_train"] = self._forward(x_train, hard_weights, one_hot=True)
                 if hard_train_is_weight_pass:
                     out["hard_train"] = self._forward(x_train, hard_weights)
             if need_relaxed:
