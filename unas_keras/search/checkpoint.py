@@ -21,10 +21,11 @@ stored in the state and checked on restore, so a checkpoint never silently lands
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
 import tensorflow as tf
+
+from unas_keras._atomic import write_text_atomic
 
 POINTER = "latest.json"
 FORMAT_VERSION = 1
@@ -53,21 +54,8 @@ def write_json_atomic(path, payload, sort_keys=False):
         sort_keys: sort dictionary keys in the output.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    text = json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_path(directory)
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
+    _fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
 def read_json(path):
