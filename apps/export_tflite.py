@@ -74,9 +74,8 @@ def main(argv):
         raise cli.UsageError(f"model file not found: {FLAGS.model}")
     if os.path.isdir(FLAGS.output):
         raise cli.UsageError(f"--output {FLAGS.output} is a directory; give a file path.")
-    from unas_keras._quiet_import import import_tensorflow
-
-    import_tensorflow()  # TF_CPP_MIN_LOG_LEVEL >= 2 (set above): its start-up notices hidden
+    # Importing the package imports TensorFlow with its start-up notices hidden (TF_CPP_MIN_LOG_LEVEL >= 2,
+    # set above).
     from unas_keras.latency import tflite
 
     model = tflite.load_keras_model(FLAGS.model)

@@ -37,9 +37,8 @@ def main(argv):
         raise cli.UsageError(f"model file not found: {FLAGS.model}")
     if FLAGS.threads < 1 or FLAGS.runs < 1 or FLAGS.warmup < 0:
         raise cli.UsageError("--threads and --runs must be >= 1, --warmup >= 0.")
-    from unas_keras._quiet_import import import_tensorflow
-
-    import_tensorflow()  # TF_CPP_MIN_LOG_LEVEL >= 2 (set above): its start-up notices hidden
+    # Importing the package imports TensorFlow with its start-up notices hidden (TF_CPP_MIN_LOG_LEVEL >= 2,
+    # set above).
     from unas_keras.latency import measure_tflite_stats
 
     stats = measure_tflite_stats(FLAGS.model, threads=FLAGS.threads, runs=FLAGS.runs, warmup=FLAGS.warmup)

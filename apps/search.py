@@ -13,7 +13,6 @@ logical devices.
 Bad input (unknown value, missing or malformed file) prints one line on stderr and exits with status 2.
 """
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -121,21 +120,6 @@ def settings_from_flags(flag_values):
     return settings
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Hides file descriptor 2 (the native libraries' start-up notices, written before logging is set up)."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _parse_flags(argv):
     try:
         return FLAGS(argv)
@@ -155,9 +139,8 @@ def main(argv):
         if FLAGS.verbose not in (0, 1, 2):
             raise UsageError(f"--verbose must be 0, 1 or 2, got {FLAGS.verbose}.")
 
-        with _quiet_stderr():
-            import tensorflow  # noqa: F401
-            import unas_keras  # noqa: F401
+        # Importing the package imports TensorFlow with its start-up notices hidden (TF_CPP_MIN_LOG_LEVEL
+        # >= 2, set above).
         from unas_keras.search import distributed
         from unas_keras.search.runner import search
 

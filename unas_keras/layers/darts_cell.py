@@ -217,21 +217,22 @@ class DartsSearchCell(keras.layers.Layer):
         s0, s1, w = inputs
         w = ops.cast(w, s1.dtype)
         num_ops = len(self.op_names)
-        # One [N, 1, 1, 1] weight per (edge, op) from a single unstack: slicing
-        # and reshaping per op would add four graph nodes per op per pass.
-        columns = ops.unstack(ops.transpose(w, (1, 2, 0))[..., None, None, None], axis=0)
+        # One [N, 1, 1, 1] weight per (edge, op), in `edge_ops` order, from a
+        # single unstack: slicing and reshaping per op would add four graph
+        # nodes per op per pass.
+        weights = ops.unstack(ops.reshape(ops.transpose(w, (1, 2, 0)), (w.shape[1] * w.shape[2], -1, 1, 1, 1)),
+                              axis=0)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         for n in range(NUM_NODES):
             terms = []
             for j in range(n + 2):
                 e = edge_index(n, j)
                 stride = _edge_stride(self.reduction, j)
-                weights = ops.unstack(columns[e], axis=0)
                 for k in range(num_ops):
                     layer = self.edge_ops[e * num_ops + k]
                     if layer is None:
                         continue
-                    terms.append(self._weighted(layer, states[j], weights[k], stride, training))
+                    terms.append(self._weighted(layer, states[j], weights[e * num_ops + k], stride, training))
             if terms:
                 total = terms[0] if len(terms) == 1 else tf.add_n(terms)
             else:  # an op list of only "none"

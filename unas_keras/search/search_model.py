@@ -184,7 +184,6 @@ class SearchModel(keras.Model):
         if not isinstance(recompute_val_pass, bool):
             raise ValueError(f"`recompute_val_pass` must be a bool or None. Received: {recompute_val_pass!r}")
         self.recompute_val_pass = recompute_val_pass
-        self._recompute_val = recompute_val_pass
         self.supernet = supernet
         self.distribution = ArchitectureDistribution(
             supernet.search_space.decisions(), soften_eps=self.soften_eps, name="architecture_distribution")
@@ -423,8 +422,9 @@ class SearchModel(keras.Model):
         return (x_train, y_train), (x_val, y_val)
 
     def _forward(self, images, weights, one_hot=False):
-        # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
+        """Supernet logits; `one_hot`: `weights` is a hard sample (passed on if the supernet uses it)."""
         kwargs = {"one_hot": True} if one_hot and getattr(self.supernet, "runs_chosen_blocks_only", False) else {}
+        # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
         return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True, **kwargs)
 
     def _update(self, name, value, weight=1.0):
@@ -522,7 +522,7 @@ class SearchModel(keras.Model):
         # Memory: evaluate the relaxed val pass twice, first for its values only,
         # then (after the train pass's gradients) on a second tape, so that only
         # one relaxed pass's activations are held at a time.
-        split_val = self._recompute_val and need_relaxed and use_train and use_val
+        split_val = self.recompute_val_pass and need_relaxed and use_train and use_val
         out = {}
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
             tape.watch(_watchable(arch_vars))
