@@ -63,6 +63,8 @@ def _parse(argv):
                         help="supernet skip threshold (default: the supernet's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--count_nodes", action="store_true",
+                        help="after the timed steps, trace the search step once more and report its graph size")
     args = parser.parse_args(argv)
     for name in ("steps", "threads"):
         if getattr(args, name) < 1:
@@ -98,6 +100,18 @@ def _reset_peak_rss():
             f.write("5")
     except OSError:
         pass
+
+
+def _graph_size(model, data):
+    """Python tracing time of one search step and its graph's node count (functions included)."""
+    import tensorflow as tf
+
+    step = tf.function(lambda batch: model.replica_step(batch, warmup=False))
+    start = time.perf_counter()
+    graph_def = step.get_concrete_function(data).graph.as_graph_def()
+    trace_s = time.perf_counter() - start
+    nodes = len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+    return {"trace_s": round(trace_s, 2), "graph_nodes": nodes}
 
 
 def main(argv=None):
@@ -158,6 +172,7 @@ def main(argv=None):
                   f"weight_loss {logs['weight_loss']:.4f}", flush=True)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     steps_peak_rss_mb = _rss_mb("VmHWM")
+    graph = _graph_size(model, data) if args.count_nodes else {}
     result = {
         "impl": "unas_keras",
         "space": args.space,
@@ -182,6 +197,7 @@ def main(argv=None):
         "sampling": args.sampling,
         "skip_threshold": getattr(supernet, "skip_threshold", None),
         "final_loss": round(logs.get("loss", float("nan")), 4),
+        **graph,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }

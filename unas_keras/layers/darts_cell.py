@@ -8,17 +8,18 @@ the two cell inputs have stride 2.
 
 * `DartsCell` (derived network): each node keeps two `(op, input)` pairs, one
   op instance each, summed; in training, drop-path on every non-identity op.
-* `DartsSearchCell` (supernet): one op instance per (node, input, op) edge,
-  shared by the node's two selector pairs; the node is
+* `DartsSearchCell` (supernet): one set of op weights per (node, input, op)
+  edge, shared by the node's two selector pairs; the node is
   `sum_j sum_k w[:, e(n, j), k] * op_k(h_j)` with per-example (or, N = 1,
-  per-minibatch) edge weights `w` of shape `[N, 14, K]`.
+  per-minibatch) edge weights `w` of shape `[N, 14, K]`, computed with few,
+  large kernels over stacked edges.
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from unas_keras.layers.darts_ops import FactorizedReduce, ReLUConvBN, is_identity, make_op
+from unas_keras.layers.darts_ops import FactorizedReduce, Pool3x3, ReLUConvBN, is_identity, make_op
+from unas_keras.layers.darts_stacked_ops import make_stacked_op
 from unas_keras.layers.drop_path import DropPath
 from unas_keras.space.darts import NUM_NODES, edge_index, num_edges, resolve_ops
 
@@ -136,6 +137,49 @@ class DartsCell(keras.layers.Layer):
         }
 
 
+class _EdgeGroup:
+    """Edges of the search cell computed together: every `input` of every `node`, at one stride.
+
+    Edge `e` of the group is `(nodes[e // len(inputs)], inputs[e % len(inputs)])`.
+    """
+
+    def __init__(self, nodes, inputs, stride):
+        self.nodes = tuple(nodes)
+        self.inputs = tuple(inputs)
+        self.stride = stride
+        self.rows = tuple(edge_index(n, j) for n in self.nodes for j in self.inputs)
+
+    @property
+    def num_edges(self):
+        return len(self.rows)
+
+    def local_edge(self, node, input_index):
+        """Index of edge (`node`, `input_index`) in this group, or None."""
+        if node not in self.nodes or input_index not in self.inputs:
+            return None
+        return self.nodes.index(node) * len(self.inputs) + self.inputs.index(input_index)
+
+
+def _edge_groups(reduction):
+    """The cell's edges in four groups: the two cell inputs for all nodes, then each node's later inputs.
+
+    The cell inputs feed every node, so their 8 edges (stride 2 in a
+    reduction cell) run as one group; the intermediate states become
+    available one node at a time.
+    """
+    groups = [_EdgeGroup(range(NUM_NODES), (0, 1), 2 if reduction else 1)]
+    groups += [_EdgeGroup((n,), range(2, n + 2), 1) for n in range(1, NUM_NODES)]
+    return groups
+
+
+def _parameter_free(op_name, stride, name):
+    if op_name in ("max_pool_3x3", "avg_pool_3x3"):
+        return Pool3x3(op_name[:3], stride, name=name)
+    if op_name == "skip_connect" and stride == 1:
+        return keras.layers.Identity(name=name)
+    raise ValueError(f"{op_name!r} at stride {stride} has parameters.")
+
+
 @keras.saving.register_keras_serializable(package="unas_keras")
 class DartsSearchCell(keras.layers.Layer):
     """The factorized input/operation selector cell of the UNAS supernet.
@@ -143,7 +187,16 @@ class DartsSearchCell(keras.layers.Layer):
     Call on `[s0, s1, w]` with `w` of shape `[N, 14, K]` (N = batch size for
     per-example architectures, or 1 for one architecture per minibatch); for
     node n the rows `edge_index(n, 0) .. edge_index(n, 0) + n + 1` hold
-    `i (x) o + i' (x) o'`. `none` ops are never evaluated (they add zeros).
+    `i (x) o + i' (x) o'`, and node n is
+    `sum_j sum_k w[:, edge_index(n, j), k] * op_k(h_j)`. `none` ops are never
+    evaluated (they add zeros).
+
+    Every (node, input, op) edge has its own weights, but the cell computes
+    them in few, large kernels (see `darts_stacked_ops`): the edges from the
+    two cell inputs to all four nodes form one group, the edges from the
+    intermediate states of each node another; in a group each parametric op
+    type runs once over the stacked edges, each parameter-free op once over
+    the stacked input states, and the node sums are one weighted reduction.
 
     Args:
         channels: channels per node.
@@ -152,6 +205,8 @@ class DartsSearchCell(keras.layers.Layer):
         reduction_prev: whether the previous cell reduced.
         skip_threshold: an op whose weight is below this for every example of
             the batch is not evaluated (and gets no gradient); 0 disables it.
+            An op type is skipped in a group only when all its edges there
+            are below the threshold; the edges below it weigh 0.
         affine: whether batch normalizations have scale and offset (False in
             the UNAS search).
         **kwargs: base `Layer` arguments.
@@ -170,21 +225,46 @@ class DartsSearchCell(keras.layers.Layer):
         self.affine = bool(affine)
         self.op_names = resolve_ops(ops)
         self.preprocess0, self.preprocess1 = _make_preprocessing(channels, reduction_prev, affine)
-        # Flat list in (edge, op) order; None for "none" (never evaluated).
-        self.edge_ops = []
-        for n in range(NUM_NODES):
-            for j in range(n + 2):
-                stride = _edge_stride(self.reduction, j)
-                for op_name in self.op_names:
-                    self.edge_ops.append(
-                        None if op_name == "none"
-                        else make_op(op_name, channels, stride, affine, name=f"node{n}_in{j}_{op_name}")
-                    )
+        self._groups = _edge_groups(self.reduction)
+        # Flat layer lists (Keras tracks their weights) and, per group, the
+        # (op index, position in the flat list) of its parametric and
+        # parameter-free ops; a parameter-free entry of None is the identity.
+        self.stacked_ops, self.free_ops = [], []
+        self._parametric, self._free = [], []
+        for g, group in enumerate(self._groups):
+            parametric, free = [], []
+            for k, op_name in enumerate(self.op_names):
+                if op_name == "none":
+                    continue
+                layer = make_stacked_op(op_name, channels, group.num_edges, group.stride, affine,
+                                        name=f"group{g}_{op_name}")
+                if layer is not None:
+                    parametric.append((k, len(self.stacked_ops)))
+                    self.stacked_ops.append(layer)
+                else:
+                    free.append((k, len(self.free_ops)))
+                    self.free_ops.append(_parameter_free(op_name, group.stride, name=f"group{g}_{op_name}"))
+            self._parametric.append(tuple(parametric))
+            self._free.append(tuple(free))
 
-    def edge_op(self, node, input_index, op_name):
-        """The op layer on edge (`node`, `input_index`) for `op_name` (None for "none")."""
+    def edge_weights(self, node, input_index, op_name):
+        """The weights of `op_name` on edge (`node`, `input_index`), as the derived op takes them.
+
+        Returns:
+            dict sub-layer name -> list of numpy arrays (`set_weights` of the
+            `darts_ops` layer's sub-layer of that name), or None for an op
+            without weights (`none`, the pools, stride-1 `skip_connect`).
+        """
         k = self.op_names.index(op_name)
-        return self.edge_ops[edge_index(node, input_index) * len(self.op_names) + k]
+        for group, parametric in zip(self._groups, self._parametric):
+            e = group.local_edge(node, input_index)
+            if e is None:
+                continue
+            for index, position in parametric:
+                if index == k:
+                    return self.stacked_ops[position].edge_weights(e)
+            return None
+        raise ValueError(f"node {node} has no input {input_index}.")
 
     def build(self, input_shape):
         s0_shape, s1_shape, w_shape = input_shape
@@ -195,50 +275,95 @@ class DartsSearchCell(keras.layers.Layer):
             )
         self.preprocess0.build(s0_shape)
         self.preprocess1.build(s1_shape)
-        state_shape = self.preprocess1.compute_output_shape(s1_shape)
-        for layer in self.edge_ops:
-            if layer is not None:
-                layer.build(state_shape)
+        batch, height, width, _ = self.preprocess1.compute_output_shape(s1_shape)
+        for group, parametric in zip(self._groups, self._parametric):
+            stacked = (batch, height, width, group.num_edges * self.channels)
+            for _, position in parametric:
+                self.stacked_ops[position].build(stacked)
 
-    def _weighted(self, layer, h, weight, stride, training):
-        """`weight * layer(h)`; `weight` is `[N, 1, 1, 1]`."""
-        def evaluate():
-            return weight * layer(h, training=training)
+    def _mix(self, outputs, weights, group, op_indices, shared_by_nodes):
+        """Each node's weighted sum `sum_k sum_j w[:, (n, j), k] * outputs_k[..., j]`: a list of `[B, P, C]`.
 
+        Args:
+            outputs: per op, `[B, H, W, X * C]` with X the group's edges, or
+                (`shared_by_nodes`: parameter-free ops computed once per
+                input state) the group's inputs.
+            weights: `[N, E, K]`, the group's rows of the cell weights.
+            group: the `_EdgeGroup`.
+            op_indices: the op index of each entry of `outputs`.
+            shared_by_nodes: see `outputs`.
+        """
+        num_nodes, num_inputs, num_outputs = len(group.nodes), len(group.inputs), len(outputs)
+        stacked = outputs[0] if num_outputs == 1 else ops.concatenate(outputs, axis=-1)
+        pixels = stacked.shape[1] * stacked.shape[2]
+        w = ops.transpose(ops.take(weights, list(op_indices), axis=2), (0, 2, 1))   # [N, K', E]
+        w = ops.reshape(w, (-1, 1, num_outputs, num_nodes, num_inputs, 1))
+        if not shared_by_nodes:
+            stacked = ops.reshape(stacked, (-1, pixels, num_outputs, num_nodes, num_inputs, self.channels))
+            mixed = ops.sum(stacked * w, axis=(2, 4))                                 # [B, P, nodes, C]
+            return [mixed[:, :, i, :] for i in range(num_nodes)]
+        # The nodes share the outputs: one reduction per node (TensorFlow does
+        # not broadcast both operands of a product of this rank).
+        stacked = ops.reshape(stacked, (-1, pixels, num_outputs, num_inputs, self.channels))
+        return [ops.sum(stacked * w[:, :, :, i], axis=(2, 3)) for i in range(num_nodes)]
+
+    def _weighted_or_skipped(self, layer, inputs, weights, k, training):
+        """`layer(inputs)`, or zeros when every weight of op `k` in the group is below the threshold."""
         if self.skip_threshold <= 0:
-            return evaluate()
+            return layer(inputs, training=training)
+        zeros_shape = (-1,) + tuple(layer.compute_output_shape(inputs.shape)[1:])
+        return ops.cond(ops.max(weights[:, :, k]) >= self.skip_threshold,
+                        lambda: layer(inputs, training=training),
+                        lambda: ops.reshape(ops.zeros_like(inputs[:, :: layer.stride, :: layer.stride, :]),
+                                            zeros_shape))
 
-        def skipped():
-            return ops.zeros_like(h[:, ::stride, ::stride, :])
-
-        return ops.cond(ops.max(weight) >= self.skip_threshold, evaluate, skipped)
+    def _group_nodes(self, g, states, w, training):
+        """The group's contribution to each of its nodes: a list of `[B, P, C]` (None: no ops)."""
+        group = self._groups[g]
+        weights = ops.take(w, list(group.rows), axis=1)                      # [N, E, K]
+        if self.skip_threshold > 0:
+            below_everywhere = ops.max(weights, axis=0, keepdims=True) < self.skip_threshold
+            weights = ops.where(below_everywhere, ops.zeros_like(weights), weights)
+        total = None
+        parametric = self._parametric[g]
+        if parametric:
+            rectified = {j: ops.relu(states[j]) for j in group.inputs}
+            edges = [rectified[j] for _ in group.nodes for j in group.inputs]
+            stacked = edges[0] if len(edges) == 1 else ops.concatenate(edges, axis=-1)
+            outputs = [self._weighted_or_skipped(self.stacked_ops[i], stacked, weights, k, training)
+                       for k, i in parametric]
+            total = self._mix(outputs, weights, group, [k for k, _ in parametric], shared_by_nodes=False)
+        free = self._free[g]
+        if free:
+            inputs = [states[j] for j in group.inputs]
+            stacked = inputs[0] if len(inputs) == 1 else ops.concatenate(inputs, axis=-1)
+            outputs = [self.free_ops[i](stacked) for _, i in free]
+            mixed = self._mix(outputs, weights, group, [k for k, _ in free], shared_by_nodes=True)
+            total = mixed if total is None else [a + b for a, b in zip(total, mixed)]
+        return total
 
     def call(self, inputs, training=None):
         s0, s1, w = inputs
         w = ops.cast(w, s1.dtype)
-        num_ops = len(self.op_names)
-        # One [N, 1, 1, 1] weight per (edge, op), in `edge_ops` order, from a
-        # single unstack: slicing and reshaping per op would add four graph
-        # nodes per op per pass.
-        weights = ops.unstack(ops.reshape(ops.transpose(w, (1, 2, 0)), (w.shape[1] * w.shape[2], -1, 1, 1, 1)),
-                              axis=0)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        side = -(-states[1].shape[1] // 2) if self.reduction else states[1].shape[1]
+        width = -(-states[1].shape[2] // 2) if self.reduction else states[1].shape[2]
+        node_shape = (-1, side, width, self.channels)
+        from_cell_inputs = self._group_nodes(0, states, w, training)
         for n in range(NUM_NODES):
             terms = []
-            for j in range(n + 2):
-                e = edge_index(n, j)
-                stride = _edge_stride(self.reduction, j)
-                for k in range(num_ops):
-                    layer = self.edge_ops[e * num_ops + k]
-                    if layer is None:
-                        continue
-                    terms.append(self._weighted(layer, states[j], weights[e * num_ops + k], stride, training))
+            if from_cell_inputs is not None:
+                terms.append(from_cell_inputs[n])
+            if n >= 1:
+                later = self._group_nodes(n, states, w, training)
+                if later is not None:
+                    terms.append(later[0])
             if terms:
-                total = terms[0] if len(terms) == 1 else tf.add_n(terms)
+                node = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+                states.append(ops.reshape(node, node_shape))
             else:  # an op list of only "none"
-                total = ops.zeros_like(states[1][:, :: 2 if self.reduction else 1,
-                                                 :: 2 if self.reduction else 1, :])
-            states.append(total)
+                states.append(ops.zeros_like(states[1][:, :: 2 if self.reduction else 1,
+                                                       :: 2 if self.reduction else 1, :]))
         return ops.concatenate(states[2:], axis=-1)
 
     def compute_output_shape(self, input_shape):
