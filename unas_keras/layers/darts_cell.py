@@ -16,10 +16,11 @@ the two cell inputs have stride 2.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from unas_keras.layers.darts_ops import FactorizedReduce, Pool3x3, ReLUConvBN, is_identity, make_op
-from unas_keras.layers.darts_stacked_ops import make_stacked_op
+from unas_keras.layers.darts_stacked_ops import StackedEdgeOps, is_stacked_op
 from unas_keras.layers.drop_path import DropPath
 from unas_keras.space.darts import NUM_NODES, edge_index, num_edges, resolve_ops
 
@@ -172,6 +173,19 @@ def _edge_groups(reduction):
     return groups
 
 
+def _selection(group, op_indices, num_ops):
+    """Constant `[14 * K, len(op_indices) * E]`: flattened cell weights -> the group's, op-major, edge-minor."""
+    matrix = np.zeros((num_edges(NUM_NODES) * num_ops, len(op_indices) * group.num_edges), "float32")
+    for position, k in enumerate(op_indices):
+        for e, row in enumerate(group.rows):
+            matrix[row * num_ops + k, position * group.num_edges + e] = 1.0
+    return matrix
+
+
+def _concatenate(tensors):
+    return tensors[0] if len(tensors) == 1 else ops.concatenate(tensors, axis=-1)
+
+
 def _parameter_free(op_name, stride, name):
     if op_name in ("max_pool_3x3", "avg_pool_3x3"):
         return Pool3x3(op_name[:3], stride, name=name)
@@ -194,9 +208,10 @@ class DartsSearchCell(keras.layers.Layer):
     Every (node, input, op) edge has its own weights, but the cell computes
     them in few, large kernels (see `darts_stacked_ops`): the edges from the
     two cell inputs to all four nodes form one group, the edges from the
-    intermediate states of each node another; in a group each parametric op
-    type runs once over the stacked edges, each parameter-free op once over
-    the stacked input states, and the node sums are one weighted reduction.
+    intermediate states of each node another; in a group the parametric ops
+    run as one `StackedEdgeOps` over the stacked edges, each parameter-free op
+    once over the stacked input states, and the node sums are one weighted
+    reduction.
 
     Args:
         channels: channels per node.
@@ -205,8 +220,8 @@ class DartsSearchCell(keras.layers.Layer):
         reduction_prev: whether the previous cell reduced.
         skip_threshold: an op whose weight is below this for every example of
             the batch is not evaluated (and gets no gradient); 0 disables it.
-            An op type is skipped in a group only when all its edges there
-            are below the threshold; the edges below it weigh 0.
+            Edges below it weigh 0; a group's parametric ops are skipped
+            when all of them are below it on all the group's edges.
         affine: whether batch normalizations have scale and offset (False in
             the UNAS search).
         **kwargs: base `Layer` arguments.
@@ -226,26 +241,26 @@ class DartsSearchCell(keras.layers.Layer):
         self.op_names = resolve_ops(ops)
         self.preprocess0, self.preprocess1 = _make_preprocessing(channels, reduction_prev, affine)
         self._groups = _edge_groups(self.reduction)
-        # Flat layer lists (Keras tracks their weights) and, per group, the
-        # (op index, position in the flat list) of its parametric and
-        # parameter-free ops; a parameter-free entry of None is the identity.
+        num_ops = len(self.op_names)
+        # Per group: one layer computing its parametric ops on the stacked
+        # edges (None if there are none), its parameter-free ops, and the
+        # constant matrices that pick each op's weights out of the flattened
+        # cell weights `[N, 14 * K]`, in the order of the outputs.
         self.stacked_ops, self.free_ops = [], []
-        self._parametric, self._free = [], []
+        self._free_positions, self._selections = [], []
         for g, group in enumerate(self._groups):
-            parametric, free = [], []
-            for k, op_name in enumerate(self.op_names):
-                if op_name == "none":
-                    continue
-                layer = make_stacked_op(op_name, channels, group.num_edges, group.stride, affine,
-                                        name=f"group{g}_{op_name}")
-                if layer is not None:
-                    parametric.append((k, len(self.stacked_ops)))
-                    self.stacked_ops.append(layer)
-                else:
-                    free.append((k, len(self.free_ops)))
-                    self.free_ops.append(_parameter_free(op_name, group.stride, name=f"group{g}_{op_name}"))
-            self._parametric.append(tuple(parametric))
-            self._free.append(tuple(free))
+            parametric = [op for op in self.op_names if is_stacked_op(op, group.stride)]
+            layer = None
+            if parametric:
+                layer = StackedEdgeOps(parametric, channels, group.num_edges, group.stride, affine,
+                                       name=f"group{g}_ops")
+                parametric = layer.output_ops
+            self.stacked_ops.append(layer)
+            free = [op for op in self.op_names if op != "none" and not is_stacked_op(op, group.stride)]
+            self._free_positions.append(tuple(range(len(self.free_ops), len(self.free_ops) + len(free))))
+            self.free_ops.extend(_parameter_free(op, group.stride, name=f"group{g}_{op}") for op in free)
+            self._selections.append((_selection(group, [self.op_names.index(op) for op in parametric], num_ops),
+                                     _selection(group, [self.op_names.index(op) for op in free], num_ops)))
 
     def edge_weights(self, node, input_index, op_name):
         """The weights of `op_name` on edge (`node`, `input_index`), as the derived op takes them.
@@ -255,15 +270,15 @@ class DartsSearchCell(keras.layers.Layer):
             `darts_ops` layer's sub-layer of that name), or None for an op
             without weights (`none`, the pools, stride-1 `skip_connect`).
         """
-        k = self.op_names.index(op_name)
-        for group, parametric in zip(self._groups, self._parametric):
+        if op_name not in self.op_names:
+            raise ValueError(f"Unknown op {op_name!r}; this cell has {self.op_names}.")
+        for group, layer in zip(self._groups, self.stacked_ops):
             e = group.local_edge(node, input_index)
             if e is None:
                 continue
-            for index, position in parametric:
-                if index == k:
-                    return self.stacked_ops[position].edge_weights(e)
-            return None
+            if layer is None or op_name not in layer.output_ops:
+                return None
+            return layer.edge_weights(op_name, e)
         raise ValueError(f"node {node} has no input {input_index}.")
 
     def build(self, input_shape):
@@ -276,86 +291,81 @@ class DartsSearchCell(keras.layers.Layer):
         self.preprocess0.build(s0_shape)
         self.preprocess1.build(s1_shape)
         batch, height, width, _ = self.preprocess1.compute_output_shape(s1_shape)
-        for group, parametric in zip(self._groups, self._parametric):
-            stacked = (batch, height, width, group.num_edges * self.channels)
-            for _, position in parametric:
-                self.stacked_ops[position].build(stacked)
+        for group, layer in zip(self._groups, self.stacked_ops):
+            if layer is not None:
+                layer.build((batch, height, width, group.num_edges * self.channels))
 
-    def _mix(self, outputs, weights, group, op_indices, shared_by_nodes):
+    def _mix(self, outputs, flat_weights, selection, group, shared_by_nodes):
         """Each node's weighted sum `sum_k sum_j w[:, (n, j), k] * outputs_k[..., j]`: a list of `[B, P, C]`.
 
         Args:
-            outputs: per op, `[B, H, W, X * C]` with X the group's edges, or
-                (`shared_by_nodes`: parameter-free ops computed once per
-                input state) the group's inputs.
-            weights: `[N, E, K]`, the group's rows of the cell weights.
+            outputs: `[B, H, W, K' * X * C]`, op-major, with X the group's
+                edges, or (`shared_by_nodes`: parameter-free ops computed once
+                per input state) the group's inputs.
+            flat_weights: the cell weights `[N, 14 * K]`.
+            selection: constant `[14 * K, K' * E]` picking the outputs' weights.
             group: the `_EdgeGroup`.
-            op_indices: the op index of each entry of `outputs`.
             shared_by_nodes: see `outputs`.
         """
-        num_nodes, num_inputs, num_outputs = len(group.nodes), len(group.inputs), len(outputs)
-        stacked = outputs[0] if num_outputs == 1 else ops.concatenate(outputs, axis=-1)
-        pixels = stacked.shape[1] * stacked.shape[2]
-        w = ops.transpose(ops.take(weights, list(op_indices), axis=2), (0, 2, 1))   # [N, K', E]
-        w = ops.reshape(w, (-1, 1, num_outputs, num_nodes, num_inputs, 1))
+        num_nodes, num_inputs = len(group.nodes), len(group.inputs)
+        num_outputs = selection.shape[1] // group.num_edges
+        pixels = outputs.shape[1] * outputs.shape[2]
+        w = ops.reshape(ops.matmul(flat_weights, selection), (-1, 1, num_outputs, num_nodes, num_inputs, 1))
         if not shared_by_nodes:
-            stacked = ops.reshape(stacked, (-1, pixels, num_outputs, num_nodes, num_inputs, self.channels))
-            mixed = ops.sum(stacked * w, axis=(2, 4))                                 # [B, P, nodes, C]
-            return [mixed[:, :, i, :] for i in range(num_nodes)]
+            outputs = ops.reshape(outputs, (-1, pixels, num_outputs, num_nodes, num_inputs, self.channels))
+            mixed = ops.sum(outputs * w, axis=(2, 4))                                 # [B, P, nodes, C]
+            return [mixed[:, :, 0, :]] if num_nodes == 1 else ops.unstack(mixed, axis=2)
         # The nodes share the outputs: one reduction per node (TensorFlow does
         # not broadcast both operands of a product of this rank).
-        stacked = ops.reshape(stacked, (-1, pixels, num_outputs, num_inputs, self.channels))
-        return [ops.sum(stacked * w[:, :, :, i], axis=(2, 3)) for i in range(num_nodes)]
+        outputs = ops.reshape(outputs, (-1, pixels, num_outputs, num_inputs, self.channels))
+        per_node = [w[:, :, :, 0]] if num_nodes == 1 else ops.unstack(w, axis=3)
+        return [ops.sum(outputs * w_node, axis=(2, 3)) for w_node in per_node]
 
-    def _weighted_or_skipped(self, layer, inputs, weights, k, training):
-        """`layer(inputs)`, or zeros when every weight of op `k` in the group is below the threshold."""
+    def _parametric_outputs(self, layer, inputs, flat_weights, selection, training):
+        """`layer(inputs)`, or zeros when all its ops' weights are below `skip_threshold` (if set)."""
         if self.skip_threshold <= 0:
             return layer(inputs, training=training)
         zeros_shape = (-1,) + tuple(layer.compute_output_shape(inputs.shape)[1:])
-        return ops.cond(ops.max(weights[:, :, k]) >= self.skip_threshold,
-                        lambda: layer(inputs, training=training),
-                        lambda: ops.reshape(ops.zeros_like(inputs[:, :: layer.stride, :: layer.stride, :]),
-                                            zeros_shape))
+        used = ops.max(ops.matmul(flat_weights, selection)) > 0.0   # below-threshold weights are zeroed
+        return ops.cond(used, lambda: layer(inputs, training=training),
+                        lambda: ops.zeros(ops.concatenate([ops.shape(inputs)[:1], zeros_shape[1:]], 0)))
 
-    def _group_nodes(self, g, states, w, training):
+    def _group_nodes(self, g, states, flat_weights, training):
         """The group's contribution to each of its nodes: a list of `[B, P, C]` (None: no ops)."""
-        group = self._groups[g]
-        weights = ops.take(w, list(group.rows), axis=1)                      # [N, E, K]
-        if self.skip_threshold > 0:
-            below_everywhere = ops.max(weights, axis=0, keepdims=True) < self.skip_threshold
-            weights = ops.where(below_everywhere, ops.zeros_like(weights), weights)
+        group, layer = self._groups[g], self.stacked_ops[g]
+        parametric_selection, free_selection = (ops.convert_to_tensor(m, dtype=flat_weights.dtype)
+                                                for m in self._selections[g])
         total = None
-        parametric = self._parametric[g]
-        if parametric:
+        if layer is not None:
             rectified = {j: ops.relu(states[j]) for j in group.inputs}
-            edges = [rectified[j] for _ in group.nodes for j in group.inputs]
-            stacked = edges[0] if len(edges) == 1 else ops.concatenate(edges, axis=-1)
-            outputs = [self._weighted_or_skipped(self.stacked_ops[i], stacked, weights, k, training)
-                       for k, i in parametric]
-            total = self._mix(outputs, weights, group, [k for k, _ in parametric], shared_by_nodes=False)
-        free = self._free[g]
-        if free:
-            inputs = [states[j] for j in group.inputs]
-            stacked = inputs[0] if len(inputs) == 1 else ops.concatenate(inputs, axis=-1)
-            outputs = [self.free_ops[i](stacked) for _, i in free]
-            mixed = self._mix(outputs, weights, group, [k for k, _ in free], shared_by_nodes=True)
+            stacked = _concatenate([rectified[j] for _ in group.nodes for j in group.inputs])
+            outputs = self._parametric_outputs(layer, stacked, flat_weights, parametric_selection, training)
+            total = self._mix(outputs, flat_weights, parametric_selection, group, shared_by_nodes=False)
+        if self._free_positions[g]:
+            stacked = _concatenate([states[j] for j in group.inputs])
+            outputs = _concatenate([self.free_ops[i](stacked) for i in self._free_positions[g]])
+            mixed = self._mix(outputs, flat_weights, free_selection, group, shared_by_nodes=True)
             total = mixed if total is None else [a + b for a, b in zip(total, mixed)]
         return total
 
     def call(self, inputs, training=None):
         s0, s1, w = inputs
         w = ops.cast(w, s1.dtype)
+        if self.skip_threshold > 0:
+            below_everywhere = ops.max(w, axis=0, keepdims=True) < self.skip_threshold
+            w = ops.where(below_everywhere, ops.zeros_like(w), w)
+        flat_weights = ops.reshape(w, (-1, w.shape[1] * w.shape[2]))
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-        side = -(-states[1].shape[1] // 2) if self.reduction else states[1].shape[1]
+        height = -(-states[1].shape[1] // 2) if self.reduction else states[1].shape[1]
         width = -(-states[1].shape[2] // 2) if self.reduction else states[1].shape[2]
-        node_shape = (-1, side, width, self.channels)
-        from_cell_inputs = self._group_nodes(0, states, w, training)
+        node_shape = (-1, height, width, self.channels)
+        from_cell_inputs = self._group_nodes(0, states, flat_weights, training)
         for n in range(NUM_NODES):
             terms = []
             if from_cell_inputs is not None:
                 terms.append(from_cell_inputs[n])
             if n >= 1:
-                later = self._group_nodes(n, states, w, training)
+                later = self._group_nodes(n, states, flat_weights, training)
                 if later is not None:
                     terms.append(later[0])
             if terms:

@@ -427,6 +427,36 @@ class SearchModel(keras.Model):
         # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
         return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True, **kwargs)
 
+    def _forward_without_gradient(self, passes):
+        """Runs forward passes whose gradient is not needed; returns dict name -> logits.
+
+        Passes of the same shapes run as the iterations of one loop, so the
+        step's graph holds one copy of the supernet for all of them instead
+        of one per pass (each pass still sees its own batch, as separate
+        calls would: batch normalisation statistics included).
+
+        Args:
+            passes: list of `(name, images, weights, one_hot)`.
+        """
+        out = {}
+        groups = {}
+        for name, images, weights, one_hot in passes:
+            signature = (one_hot, tuple(images.shape),
+                         tuple(tuple(w.shape) for w in tf.nest.flatten(weights)))
+            groups.setdefault(signature, []).append((name, images, weights))
+        for (one_hot, image_shape, _), members in groups.items():
+            if len(members) == 1 or not tf.inside_function() or None in image_shape:
+                for name, images, weights in members:
+                    out[name] = self._forward(images, weights, one_hot=one_hot)
+                continue
+            images = tf.stack([keras.ops.convert_to_tensor(m[1]) for m in members])
+            weights = tf.nest.map_structure(lambda *w: tf.stack(w), *[m[2] for m in members])
+            logits = tf.map_fn(lambda pair: self._forward(pair[0], pair[1], one_hot=one_hot), (images, weights),
+                               fn_output_signature=self.compute_dtype, parallel_iterations=1)
+            for i, (name, _, _) in enumerate(members):
+                out[name] = logits[i]
+        return out
+
     def _update(self, name, value, weight=1.0):
         self._tracker_by_name[name].update_state(value, sample_weight=weight)
 
@@ -528,21 +558,24 @@ class SearchModel(keras.Model):
             tape.watch(_watchable(arch_vars))
             tape.watch(_watchable(weight_vars))
             sample = self.distribution.sample(est, num_samples, seed)
+            # Forward passes without a gradient: (name, images, weights, one_hot).
+            values_only = []
             if need_hard:
-                with tape.stop_recording():
-                    # No gradient through these passes: a supernet that can may run only the chosen blocks.
-                    hard_weights = self.supernet.mix_weights(sample.hard)
-                    if use_val:
-                        out["hard_val"] = self._forward(x_val, hard_weights, one_hot=True)
-                    if use_train and not hard_train_is_weight_pass:
-                        out["hard_train"] = self._forward(x_train, hard_weights, one_hot=True)
-                if hard_train_is_weight_pass:
-                    out["hard_train"] = self._forward(x_train, hard_weights)
+                hard_weights = self.supernet.mix_weights(sample.hard)
+                # No gradient through these passes: a supernet that can may run only the chosen blocks.
+                if use_val:
+                    values_only.append(("hard_val", x_val, hard_weights, True))
+                if use_train and not hard_train_is_weight_pass:
+                    values_only.append(("hard_train", x_train, hard_weights, True))
             if need_relaxed:
                 relaxed_weights = self.supernet.mix_weights(sample.relaxed)
                 if use_val and split_val:
-                    with tape.stop_recording():
-                        out["relaxed_val"] = self._forward(x_val, relaxed_weights)
+                    values_only.append(("relaxed_val", x_val, relaxed_weights, False))
+            with tape.stop_recording():
+                out.update(self._forward_without_gradient(values_only))
+            if hard_train_is_weight_pass:
+                out["hard_train"] = self._forward(x_train, hard_weights)
+            if need_relaxed:
                 if use_train:
                     out["relaxed_train"] = self._forward(x_train, relaxed_weights)
                 if use_val and not split_val:
