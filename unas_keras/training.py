@@ -1,12 +1,16 @@
 """Training a derived network with the papers' evaluation recipe.
 
 The recipe is explicit arguments (the configs in `configs/` hold the paper's
-values per experiment): SGD with momentum, a linear learning-rate warm-up then
-cosine decay, gradient clipping, label smoothing, the auxiliary-head loss
-weight and a linear drop-path ramp.
+values per experiment): the global gradient norm clipped, then SGD with
+momentum and coupled L2 weight decay with PyTorch semantics
+(`unas_keras.optimizers.SGD`), a linear learning-rate warm-up then cosine
+decay, label smoothing, the auxiliary-head loss weight and a linear drop-path
+ramp.
 """
 
 import keras
+
+from unas_keras import optimizers
 
 from unas_keras.layers.drop_path import DropPathSchedule  # noqa: F401  (re-exported)
 
@@ -35,8 +39,12 @@ def compile_for_training(model, steps_per_epoch, epochs, learning_rate=0.05, mom
                          auxiliary_weight=0.4, clipnorm=5.0):
     """Compiles a derived network with the evaluation recipe.
 
+    The update is the paper's PyTorch loop: the raw gradient is clipped by its
+    global norm (`clipnorm`), then `d = g + weight_decay * w` (coupled L2),
+    `buf = momentum * buf + d`, `w -= lr * buf` (`unas_keras.optimizers.SGD`).
     A model with two outputs (logits and auxiliary logits) gets the auxiliary
-    loss with weight `auxiliary_weight`.
+    loss with weight `auxiliary_weight`; only the first output has the
+    `accuracy` metric.
 
     Args:
         model: the derived `keras.Model` (outputs logits, or `[logits, aux_logits]`).
@@ -44,17 +52,22 @@ def compile_for_training(model, steps_per_epoch, epochs, learning_rate=0.05, mom
         epochs: total epochs.
         learning_rate: peak SGD learning rate.
         momentum: SGD momentum.
-        weight_decay: decoupled weight decay (Keras optimizer `weight_decay`).
+        weight_decay: coupled L2 weight decay, added to the gradient before
+            the momentum (PyTorch `weight_decay`; 0 disables it).
         warmup_epochs: linear learning-rate warm-up epochs.
         label_smoothing: cross-entropy label smoothing.
         auxiliary_weight: weight of the auxiliary head's loss.
-        clipnorm: gradient-norm clipping (`None` disables it).
+        clipnorm: clip of the global norm of all the weights' gradients
+            together (`None` disables it).
+
+    Returns:
+        The compiled model.
     """
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}.")
-    optimizer = keras.optimizers.SGD(
+    optimizer = optimizers.SGD(
         learning_rate=learning_rate_schedule(learning_rate, steps_per_epoch, epochs, warmup_epochs),
-        momentum=momentum, weight_decay=weight_decay or None, clipnorm=clipnorm)
+        momentum=momentum, weight_decay=weight_decay, global_clipnorm=clipnorm)
     loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
     num_outputs = len(model.outputs) if isinstance(model.outputs, (list, tuple)) else 1
     if num_outputs == 2:
