@@ -1,16 +1,23 @@
 """Converts a trained `.keras` model to a `.tflite` model (optionally quantized).
 
     python apps/export_tflite.py --model=runs/demo/model.keras --output=runs/demo/model.tflite \
-        [--quantize=none|float16|int8] [--verify] [--representative_dataset=digits]
+        [--quantize=none|float16|int8] [--verify] [--representative_dataset=NAME]
 
-`--quantize=int8` is full-integer quantization calibrated on
-`--num_calibration` training images of `--representative_dataset` (preprocessed
-as for evaluation; `random` uses uniform noise). `--verify` runs the Keras
-model and the LiteRT interpreter on the same `--num_verify` held-out images,
-prints the largest absolute difference and the top-1 agreement, and fails
-(status 1, no output file) when the difference exceeds the mode's tolerance.
-The output is written through a temporary file and a rename: a failed export
-leaves no partial file. Bad input: one line on stderr, status 2.
+Only the inference graph is exported: a model trained with the auxiliary head
+(outputs `[logits, aux_logits]`) is exported with its logits only.
+
+`--quantize=int8` is full-integer quantization calibrated on `--num_calibration`
+training images of the model's own data set, read from the metadata
+`apps/train.py` writes beside the model (`<model>.json`), or of
+`--representative_dataset` when given (a unas_keras dataset name, a folder of
+class folders, or `random` for uniform noise, deliberately). Without either the
+export refuses (status 2) rather than calibrate on the wrong images.
+`--verify` runs the Keras inference model and the LiteRT interpreter on the
+same `--num_verify` images (of that data set; random inputs, with a note, when
+the data set is unknown), prints the largest absolute difference and the top-1
+agreement, and fails (status 1, no output file) when the difference exceeds the
+mode's tolerance. The output is written through a temporary file and a rename:
+a failed export leaves no partial file. Bad input: one line on stderr, status 2.
 """
 
 import os
@@ -28,15 +35,17 @@ flags.DEFINE_string("model", None, "Input Keras model (.keras).")
 flags.DEFINE_string("output", None, "Output TFLite model (.tflite).")
 flags.DEFINE_enum("quantize", "none", ["none", "float16", "int8"], "Quantization mode.")
 flags.DEFINE_boolean("verify", False, "Compare Keras and LiteRT outputs; fail if out of tolerance.")
-flags.DEFINE_string("representative_dataset", "digits",
-                    "Dataset for int8 calibration and --verify inputs (a unas_keras dataset name, a "
-                    "folder of class folders, or 'random').")
+flags.DEFINE_string("representative_dataset", None,
+                    "Dataset for int8 calibration and --verify inputs (a unas_keras dataset name, a folder of "
+                    "class folders, or 'random'). Default: the data set recorded in <model>.json.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory (default: the one recorded with "
+                    "the model).")
 flags.DEFINE_integer("num_calibration", 200, "Calibration images for --quantize=int8.")
 flags.DEFINE_integer("num_verify", 32, "Images compared by --verify.")
 flags.DEFINE_integer("threads", 1, "LiteRT threads for --verify.")
 
 
-def _inputs(dataset, input_shape, num, seed):
+def _inputs(dataset, input_shape, num, seed, data_dir=None):
     """Preprocessed dataset images for the model, or random ones (with a note)."""
     import numpy as np
 
@@ -55,10 +64,21 @@ def _inputs(dataset, input_shape, num, seed):
     except ImportError as err:
         return random_inputs(f"unas_keras.data.representative_arrays is unavailable ({err})")
     try:
-        x, _ = representative_arrays(dataset, height, num=num, seed=seed, channels=channels)
+        x, _ = representative_arrays(dataset, height, num=num, seed=seed, channels=channels, data_dir=data_dir)
     except ValueError as err:
-        raise cli.UsageError(f"--representative_dataset={dataset}: {err}") from None
+        raise cli.UsageError(f"representative dataset {dataset}: {err}") from None
     return x
+
+
+def _model_dataset(model_path):
+    """(dataset, data_dir) the model was trained on: the flags, else the metadata beside the model."""
+    from unas_keras import training
+
+    metadata = training.read_metadata(model_path) or {}
+    dataset = FLAGS.representative_dataset or metadata.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        dataset = None  # trained on in-memory arrays: nothing to reload
+    return dataset, FLAGS.data_dir or metadata.get("data_dir")
 
 
 def main(argv):
@@ -76,13 +96,21 @@ def main(argv):
         raise cli.UsageError(f"--output {FLAGS.output} is a directory; give a file path.")
     # Importing the package imports TensorFlow with its start-up notices hidden (TF_CPP_MIN_LOG_LEVEL >= 2,
     # set above).
+    from unas_keras import training
     from unas_keras.latency import tflite
 
-    model = tflite.load_keras_model(FLAGS.model)
+    dataset, data_dir = _model_dataset(FLAGS.model)
+    if FLAGS.quantize == "int8" and dataset is None:
+        raise cli.UsageError(
+            f"--quantize=int8 calibrates on images of the model's own data set, and {FLAGS.model} has no "
+            f"record of it ({training.metadata_path(FLAGS.model)}, written by apps/train.py, is missing); pass "
+            f"--representative_dataset=NAME (or =random to calibrate on noise).")
+    # The inference graph: training-only outputs (the auxiliary head) are not exported.
+    model = training.inference_model(tflite.load_keras_model(FLAGS.model))
     input_shape = tflite.model_input_shape(model)
     calibration = None
     if FLAGS.quantize == "int8":
-        calibration = _inputs(FLAGS.representative_dataset, input_shape, FLAGS.num_calibration, seed=0)
+        calibration = _inputs(dataset, input_shape, FLAGS.num_calibration, seed=0, data_dir=data_dir)
     try:
         data = tflite.convert_to_tflite(model, quantize=FLAGS.quantize, representative_data=calibration)
     except ValueError:
@@ -91,7 +119,10 @@ def main(argv):
         print(f"error: TFLite conversion failed: {str(err).strip().splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
     if FLAGS.verify:
-        inputs = _inputs(FLAGS.representative_dataset, input_shape, FLAGS.num_verify, seed=1)
+        if dataset is None:
+            print("note: the model's data set is unknown (no metadata, no --representative_dataset); "
+                  "verifying on random inputs.", file=sys.stderr)
+        inputs = _inputs(dataset or "random", input_shape, FLAGS.num_verify, seed=1, data_dir=data_dir)
         report = tflite.verify_tflite(model, data, inputs, quantize=FLAGS.quantize, threads=FLAGS.threads)
         print(report.summary())
         if not report.passed:

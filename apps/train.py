@@ -6,6 +6,22 @@
 `--architecture` is an architecture JSON file or a preset name (`darts_v2`, ...).
 `--config` reads a JSON file of the same keys (see configs/train_*.json); a flag
 given on the command line wins over the config.
+
+The recipe is the paper's PyTorch loop: the global gradient norm clipped at
+`--clipnorm`, then SGD with momentum and coupled L2 weight decay
+(`unas_keras.optimizers.SGD`), linear warm-up then cosine decay.
+
+Long runs: the run folder (`--run_dir`, default `<output without .keras>_run/`)
+holds `run.json` (the effective settings), `backup/` (the whole training state,
+replaced atomically at each epoch end), `logs/` (TensorBoard) and `best.json`.
+Rerunning the same command after an interruption (even `kill -9`) resumes from
+the last finished epoch and ends with the same model as an uninterrupted run
+(exactly on the CPU with `--deterministic`). Written at the end (atomically):
+`--output` (the last model), `<output stem>.best.keras` (best validation
+accuracy) and, beside each, `<model>.json`: the data set, input and outputs the
+model was trained with (apps/export_tflite.py calibrates int8 on that data set).
+`--strategy=mirrored` trains on every local GPU, or on the CPU split into
+`--cpu_replicas` devices.
 """
 
 import json
@@ -42,11 +58,21 @@ flags.DEFINE_float("auxiliary_weight", 0.4, "Weight of the auxiliary head's loss
 flags.DEFINE_float("clipnorm", 5.0, "Gradient-norm clipping.")
 flags.DEFINE_integer("cutout", 0, "Cutout side (16 on CIFAR in the paper; 0 = off).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory (prepared datasets).")
+flags.DEFINE_integer("steps_per_epoch", None, "Cap on the optimizer steps of an epoch (quick runs).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
+                  "Distribution strategy: default (one device) or mirrored (every local GPU, or the CPU split "
+                  "into --cpu_replicas devices).")
+flags.DEFINE_integer("cpu_replicas", None, "With --strategy=mirrored and no GPU: split the CPU into N devices.")
+flags.DEFINE_string("run_dir", None, "Folder of the run's backup, logs and settings (default: "
+                    "<output without .keras>_run).")
+flags.DEFINE_boolean("deterministic", False, "Turn on TensorFlow op determinism (bit-exact resume on the CPU; "
+                     "slower, and some GPU ops have no deterministic kernel).")
 
 _RECIPE_KEYS = ("dataset", "epochs", "batch_size", "resolution", "init_channels", "num_cells", "auxiliary",
                 "drop_path_rate", "width_multiplier", "dropout_rate", "learning_rate", "momentum",
                 "weight_decay", "warmup_epochs", "label_smoothing", "auxiliary_weight", "clipnorm", "cutout",
-                "seed")
+                "seed", "data_dir", "steps_per_epoch")
 _NETWORK_OPTIONS = {
     "darts": ("init_channels", "num_cells", "auxiliary", "drop_path_rate"),
     "proxyless": ("width_multiplier", "dropout_rate"),
@@ -67,7 +93,7 @@ def _load_architecture(spec):
     return Architecture.load(spec)
 
 
-def _default_resolution(architecture_path, dataset):
+def _default_resolution(architecture_path, dataset, data_dir=None):
     """The search's input side (from run.json beside the architecture), else a dataset default."""
     run_json = os.path.join(os.path.dirname(os.path.abspath(architecture_path or ".")), "run.json")
     if architecture_path and os.path.exists(run_json):
@@ -84,10 +110,60 @@ def _default_resolution(architecture_path, dataset):
         return 32
     from unas_keras import data
 
-    shape = data.dataset_info(dataset).image_shape
+    shape = data.dataset_info(dataset, data_dir).image_shape
     if shape and shape[0]:
         return int(shape[0])
     raise cli.UsageError(f"cannot tell the image size of {dataset!r}; pass --resolution.")
+
+
+def _check_run_dir(run_dir, settings):
+    """Refuses a run folder that holds a run with other settings; writes run.json for a new one."""
+    from unas_keras import _atomic
+
+    path = os.path.join(run_dir, "run.json")
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            raise cli.UsageError(f"{path} is unreadable; remove {run_dir} to start over.") from None
+        if previous != settings:
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            raise cli.UsageError(f"{run_dir} holds a training run with other settings ({', '.join(changed)}); "
+                                 f"use another --output or --run_dir, or remove {run_dir}.")
+        return True
+    _atomic.write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
+    return False
+
+
+def _training_stream(data, options, resolution, start_step, data_steps):
+    """The training batches from global step `start_step` on (epoch e of the data depends on (seed, e) only)."""
+    epoch, skip = divmod(start_step, data_steps)
+    train_ds, _, _ = data.eval_data(options["dataset"], image_size=resolution, batch_size=options["batch_size"],
+                                    seed=options["seed"], cutout=options["cutout"], start_epoch=epoch,
+                                    data_dir=options["data_dir"])
+    return train_ds.skip(skip) if skip else train_ds
+
+
+def _metadata(architecture, options, resolution, info, model, num_steps, result):
+    dataset = options["dataset"]
+    if isinstance(dataset, str) and os.path.isdir(dataset):
+        dataset = os.path.abspath(dataset)
+    return {
+        "format": "unas_keras.trained_model/1",
+        "architecture": json.loads(architecture.to_json()),
+        "dataset": dataset,
+        "data_dir": options["data_dir"],
+        "num_classes": int(info.num_classes),
+        "input_shape": [int(d) for d in info.input_shape],
+        "outputs": [t.name.split("/")[0] for t in model.outputs],
+        "inference_output": 0,
+        "training_only_outputs": list(range(1, len(model.outputs))),
+        "recipe": {k: v for k, v in options.items() if k not in ("dataset", "data_dir")},
+        "resolution": resolution,
+        "optimizer_steps": num_steps,
+        "result": result,
+    }
 
 
 def main(argv):
@@ -101,45 +177,84 @@ def main(argv):
     for name in ("epochs", "batch_size"):
         if options[name] < 1:
             raise cli.UsageError(f"--{name} must be >= 1, got {options[name]}.")
+    if options["steps_per_epoch"] is not None and options["steps_per_epoch"] < 1:
+        raise cli.UsageError(f"--steps_per_epoch must be >= 1, got {options['steps_per_epoch']}.")
+    if FLAGS.cpu_replicas is not None and FLAGS.strategy != "mirrored":
+        raise cli.UsageError("--cpu_replicas needs --strategy=mirrored.")
+    output = os.path.abspath(FLAGS.output)
+    run_dir = os.path.abspath(FLAGS.run_dir or output[: -len(".keras")] + "_run")
+
+    from unas_keras.search import distributed
+
+    # The strategy first: it configures the devices before anything else runs on TensorFlow.
+    strategy = distributed.make_strategy(FLAGS.strategy, cpu_replicas=FLAGS.cpu_replicas)
+    if options["batch_size"] % strategy.num_replicas_in_sync:
+        raise cli.UsageError(f"--batch_size {options['batch_size']} must be divisible by the number of replicas "
+                             f"({strategy.num_replicas_in_sync}).")
+
+    import keras
+    import tensorflow as tf
 
     from unas_keras import data, networks, training
-    import keras
 
     keras.utils.set_random_seed(options["seed"])
-    resolution = options["resolution"] or _default_resolution(FLAGS.architecture, options["dataset"])
-    train_ds, val_ds, info = data.eval_data(options["dataset"], image_size=resolution,
-                                            batch_size=options["batch_size"], seed=options["seed"],
-                                            cutout=options["cutout"])
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    resolution = options["resolution"] or _default_resolution(FLAGS.architecture, options["dataset"],
+                                                              options["data_dir"])
+    _, val_ds, info = data.eval_data(options["dataset"], image_size=resolution, batch_size=options["batch_size"],
+                                     seed=options["seed"], cutout=options["cutout"], start_epoch=0,
+                                     data_dir=options["data_dir"])
+    steps = min(options["steps_per_epoch"] or info.steps_per_epoch, info.steps_per_epoch)
+    settings = {"architecture": json.loads(architecture.to_json()), "options": options, "resolution": resolution,
+                "steps_per_epoch": steps, "num_replicas": strategy.num_replicas_in_sync}
+    resuming = _check_run_dir(run_dir, settings)
+
     network_options = {k: options[k] for k in _NETWORK_OPTIONS[architecture.space] if options[k] is not None}
-    model = networks.build_model(architecture, info.num_classes, info.input_shape, **network_options)
+    backup = training.TrainingBackup(os.path.join(run_dir, "backup"), steps)
+    with strategy.scope():
+        model = networks.build_model(architecture, info.num_classes, info.input_shape, **network_options)
+        training.compile_for_training(
+            model, steps_per_epoch=steps, epochs=options["epochs"],
+            learning_rate=options["learning_rate"], momentum=options["momentum"],
+            weight_decay=options["weight_decay"], warmup_epochs=options["warmup_epochs"],
+            label_smoothing=options["label_smoothing"], auxiliary_weight=options["auxiliary_weight"],
+            clipnorm=options["clipnorm"])
+        initial_epoch = backup.restore(model) if resuming else 0
     num_outputs = len(model.outputs)
-    training.compile_for_training(
-        model, steps_per_epoch=info.steps_per_epoch, epochs=options["epochs"],
-        learning_rate=options["learning_rate"], momentum=options["momentum"],
-        weight_decay=options["weight_decay"], warmup_epochs=options["warmup_epochs"],
-        label_smoothing=options["label_smoothing"], auxiliary_weight=options["auxiliary_weight"],
-        clipnorm=options["clipnorm"])
-    callbacks = []
+    best_path = output[: -len(".keras")] + ".best.keras"
+    callbacks = [training.EpochSeeds(options["seed"])]
     if options.get("drop_path_rate"):
         callbacks.append(training.DropPathSchedule(options["drop_path_rate"], options["epochs"]))
+    callbacks += [
+        training.BestModelCheckpoint(best_path, os.path.join(run_dir, "best.json")),
+        backup,  # after the best model: a kill between the two redoes the epoch, never skips its best model
+        keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), write_graph=False),
+    ]
+    if initial_epoch:
+        print(f"Resuming from the end of epoch {initial_epoch} ({run_dir}).")
     print(f"Training {architecture.name or architecture.space} on {info.name}: "
-          f"{model.count_params():,} parameters, input {info.input_shape}, {options['epochs']} epochs.")
-    model.fit(training.one_hot_labels(train_ds, info.num_classes, num_outputs),
-              validation_data=training.one_hot_labels(val_ds, info.num_classes, num_outputs),
-              epochs=options["epochs"], callbacks=callbacks, verbose=2)
-    output = os.path.abspath(FLAGS.output)
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    tmp = output[: -len(".keras")] + ".tmp.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    results = model.evaluate(training.one_hot_labels(val_ds, info.num_classes, num_outputs),
-                             verbose=0, return_dict=True)
-    accuracy = results.get("accuracy", results.get("output_0_accuracy"))
-    print(f"Saved {output} (validation accuracy {accuracy:.4f}).")
+          f"{model.count_params():,} parameters, input {info.input_shape}, {options['epochs']} epochs of "
+          f"{steps} steps, {strategy.num_replicas_in_sync} replica(s).", flush=True)
+    train_ds = _training_stream(data, options, resolution, initial_epoch * steps, info.steps_per_epoch)
+    val_ds = training.one_hot_labels(val_ds, info.num_classes, num_outputs)
+    model.fit(training.one_hot_labels(train_ds, info.num_classes, num_outputs), validation_data=val_ds,
+              epochs=options["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps,
+              callbacks=callbacks, shuffle=False, verbose=2)
+    results = model.evaluate(val_ds, verbose=0, return_dict=True)
+    key = training.accuracy_key(results)
+    accuracy = float(results[key]) if key else None
+    result = {"validation_accuracy": accuracy, "validation_loss": float(results["loss"])}
+    training.save_model_atomic(model, output)
+    training.write_metadata(output, _metadata(architecture, options, resolution, info, model,
+                                              options["epochs"] * steps, result))
+    if os.path.exists(best_path):
+        with open(os.path.join(run_dir, "best.json"), encoding="utf-8") as f:
+            best = json.load(f)
+        training.write_metadata(best_path, _metadata(architecture, options, resolution, info, model,
+                                                     best["epoch"] * steps, {"validation_accuracy": best["value"]}))
+    shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
+    print(f"Saved {output} (validation accuracy {shown}).")
 
 
 if __name__ == "__main__":

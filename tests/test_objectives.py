@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from unas_keras import optimizers
 from unas_keras.search import objectives, schedules
 
 
@@ -112,8 +113,9 @@ def test_cosine_schedule_rejects_bad_values():
 
 def test_search_optimizers():
     weight_opt, arch_opt = schedules.search_optimizers(total_steps=100, warmup_steps=20, global_batch_size=64)
-    assert isinstance(weight_opt, keras.optimizers.Adam) and isinstance(arch_opt, keras.optimizers.Adam)
-    assert weight_opt.weight_decay == pytest.approx(3e-4)
+    assert isinstance(weight_opt, optimizers.Adam) and isinstance(arch_opt, optimizers.Adam)
+    assert weight_opt.coupled_weight_decay == pytest.approx(3e-4)  # coupled L2, as the release's Adam
+    assert weight_opt.weight_decay is None  # Keras' decoupled decay stays off
     assert float(arch_opt.learning_rate) == pytest.approx(1e-3)
     assert arch_opt.learning_rate is not weight_opt.learning_rate
     assert float(weight_opt._learning_rate(100)) == pytest.approx(1e-4)

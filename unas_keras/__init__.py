@@ -20,7 +20,7 @@ from unas_keras.space import Architecture, presets, sample_architecture  # noqa:
 # Keras layers: importing them registers them, so saved `.keras` models reload.
 from unas_keras.layers import (  # noqa: E402,F401
     darts_cell, darts_ops, drop_path, mbconv, mbconv_choice, nb201_cell, nb201_ops)
-from unas_keras import data, estimators, latency, profile, visualize  # noqa: E402
+from unas_keras import data, estimators, latency, optimizers, profile, visualize  # noqa: E402
 from unas_keras.networks import build_model, build_supernet  # noqa: E402
 from unas_keras.networks import darts as _darts, nb201 as _nb201, proxyless as _proxyless  # noqa: E402,F401
 from unas_keras.search.search_model import SearchModel  # noqa: E402
@@ -40,6 +40,7 @@ __all__ = [
     "data",
     "estimators",
     "latency",
+    "optimizers",
     "presets",
     "profile",
     "sample_architecture",

@@ -116,7 +116,11 @@ class Pool3x3(keras.layers.Layer):
             pool = ops.max_pool if self.pool_type == "max" else ops.average_pool
             return pool(inputs, 3, 1, padding="same")
         if self.pool_type == "max":
-            return ops.max_pool(_pad(inputs, 1, float("-inf")), 3, 2, padding="valid")
+            # Edge-mirrored padding: each padded value repeats a neighbour inside the same window, so the
+            # maximum is PyTorch's (padding ignored), and unlike -inf padding it quantizes to int8 (LiteRT
+            # aborts on an int8 tensor whose range contains -inf).
+            padded = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")
+            return ops.max_pool(padded, 3, 2, padding="valid")
         total = ops.average_pool(_pad(inputs, 1), 3, 2, padding="valid")
         ones = ops.ones_like(inputs[:1, :, :, :1])
         fraction = ops.average_pool(_pad(ones, 1), 3, 2, padding="valid")

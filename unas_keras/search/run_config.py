@@ -15,8 +15,8 @@ Defaults are chosen by a *profile* of the dataset:
 
 Optimisers (spec section 4; the demo and generic profiles raise the two initial learning rates): weights Adam lr 3e-4, weight decay 3e-4, cosine
 to 1e-4; architecture logits Adam lr 1e-3, weight decay 1e-6, cosine to 3e-4; both learning rates (and
-their floors) scaled by global batch / 64. Keras' `weight_decay` is decoupled (AdamW style), the closest
-Keras equivalent of the release's Adam weight decay.
+their floors) scaled by global batch / 64. Weight decay is the release's: coupled L2 added to the gradient
+after the global-norm clip (`weight_clipnorm`), before Adam's moments (`unas_keras.optimizers.Adam`).
 """
 
 import copy

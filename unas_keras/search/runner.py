@@ -146,6 +146,8 @@ def _resolve_strategy(strategy):
 def _make_optimizers(cfg, steps_per_epoch):
     import keras
 
+    from unas_keras import optimizers
+
     weight_lr, weight_lr_min, arch_lr, arch_lr_min = run_config.scaled_learning_rates(cfg)
     total = cfg["epochs"] * steps_per_epoch
     search_steps = (cfg["epochs"] - cfg["warmup_epochs"]) * steps_per_epoch
@@ -153,10 +155,12 @@ def _make_optimizers(cfg, steps_per_epoch):
         initial_learning_rate=weight_lr, decay_steps=max(total, 1), alpha=weight_lr_min / weight_lr)
     arch_schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=arch_lr, decay_steps=max(search_steps, 1), alpha=arch_lr_min / arch_lr)
-    weight_optimizer = keras.optimizers.Adam(learning_rate=weight_schedule, weight_decay=cfg["weight_decay"],
-                                             name="weight_adam")
-    arch_optimizer = keras.optimizers.Adam(learning_rate=arch_schedule, weight_decay=cfg["arch_weight_decay"],
-                                           name="arch_adam")
+    # PyTorch Adam with coupled L2 (the moments see g + wd * w). The weights' global-norm clip is applied
+    # by SearchModel (weight_clipnorm) to the global-batch gradient before the optimizer adds the decay.
+    weight_optimizer = optimizers.Adam(learning_rate=weight_schedule, weight_decay=cfg["weight_decay"],
+                                       name="weight_adam")
+    arch_optimizer = optimizers.Adam(learning_rate=arch_schedule, weight_decay=cfg["arch_weight_decay"],
+                                     name="arch_adam")
     return weight_optimizer, arch_optimizer
 
 

@@ -133,8 +133,9 @@ def search_optimizers(total_steps, warmup_steps=0, global_batch_size=None, scale
                       weight_decay=WEIGHT_DECAY, arch_weight_decay=ARCH_WEIGHT_DECAY):
     """The two Adam optimizers of a UNAS search with the release's settings.
 
-    Keras' `weight_decay` is decoupled (AdamW style); the release adds it to
-    the gradient. It is the closest Keras equivalent.
+    The weight decay is coupled L2 as in the release (PyTorch Adam's
+    `weight_decay`: the moments see `g + wd * w`; `unas_keras.optimizers.Adam`).
+    The weights' global-norm clip is `SearchModel(weight_clipnorm=5)`.
 
     Args:
         total_steps: search iterations of the run, warm-up included.
@@ -146,15 +147,17 @@ def search_optimizers(total_steps, warmup_steps=0, global_batch_size=None, scale
         arch_weight_decay: weight decay of the architecture logits.
 
     Returns:
-        `(weight_optimizer, arch_optimizer)`, two `keras.optimizers.Adam`.
+        `(weight_optimizer, arch_optimizer)`, two `unas_keras.optimizers.Adam`.
     """
     if scale_by_batch and global_batch_size is None:
         raise ValueError("`global_batch_size` is needed when `scale_by_batch` is True.")
     batch = global_batch_size if scale_by_batch else None
-    weight_opt = keras.optimizers.Adam(
+    from unas_keras import optimizers
+
+    weight_opt = optimizers.Adam(
         learning_rate=weight_schedule(max(int(total_steps), 1), batch),
-        weight_decay=weight_decay or None, name="weight_adam")
-    arch_opt = keras.optimizers.Adam(
+        weight_decay=weight_decay, name="weight_adam")
+    arch_opt = optimizers.Adam(
         learning_rate=arch_schedule(max(int(total_steps) - int(warmup_steps), 1), batch),
-        weight_decay=arch_weight_decay or None, name="arch_adam")
+        weight_decay=arch_weight_decay, name="arch_adam")
     return weight_opt, arch_opt
