@@ -59,6 +59,40 @@ class _PaperRecipeMixin:
         return config
 
 
+def _fused_kernels_available(variable):
+    """Whether the update can run as one TensorFlow training kernel per variable.
+
+    Keras' own optimizers spell each update as about twenty small ops per
+    variable; a supernet has hundreds of variables, and those ops were a
+    third of a search step's graph (tracing and graph optimisation time).
+    TensorFlow's `ResourceApplyAdam` / `ResourceApplyMomentum` compute the
+    same updates in one kernel each.
+    """
+    return keras.backend.backend() == "tensorflow" and hasattr(variable, "handle")
+
+
+def _handle(variable):
+    """The resource handle of a (Keras or TensorFlow) variable."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
+
+
+class _StepScalars:
+    """Per-step scalars computed once per `apply` (keyed by the learning-rate tensor it passes)."""
+
+    def __init__(self):
+        self._key = None
+        self._values = None
+
+    def get(self, learning_rate, compute):
+        import tensorflow as tf
+
+        if not tf.is_tensor(learning_rate):  # a Python float is the same object at every step
+            return compute()
+        if self._key is not learning_rate:
+            self._key, self._values = learning_rate, compute()
+        return self._values
+
+
 def _replica_count():
     """Replicas that each hold a share of the gradient right now (1 outside a replica context)."""
     if keras.backend.backend() != "tensorflow":
@@ -138,6 +172,15 @@ class SGD(_PaperRecipeMixin, keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         d = ops.cast(self._decayed(gradient, variable), variable.dtype)
+        if self.momentum and _fused_kernels_available(variable):
+            import tensorflow as tf
+
+            # accum = momentum * accum + d; w -= lr * accum (or lr * (d + momentum * accum)).
+            buf = self.momentum_buffers[self._get_variable_index(variable)]
+            tf.raw_ops.ResourceApplyMomentum(var=_handle(variable), accum=_handle(buf), lr=lr, grad=d,
+                                             momentum=ops.cast(self.momentum, variable.dtype),
+                                             use_nesterov=self.nesterov)
+            return
         if self.momentum:
             buf = self.momentum_buffers[self._get_variable_index(variable)]
             self.assign(buf, ops.add(ops.multiply(buf, self.momentum), d))
@@ -177,6 +220,7 @@ class Adam(_PaperRecipeMixin, keras.optimizers.Optimizer):
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self._init_recipe(weight_decay, global_clipnorm)
+        self._step_scalars = _StepScalars()
 
     def build(self, variables):
         if self.built:
@@ -188,6 +232,9 @@ class Adam(_PaperRecipeMixin, keras.optimizers.Optimizer):
             self._velocities.append(self.add_variable_from_reference(reference_variable=variable, name="velocity"))
 
     def update_step(self, gradient, variable, learning_rate):
+        if _fused_kernels_available(variable):
+            self._fused_update_step(gradient, variable, learning_rate)
+            return
         lr = ops.cast(learning_rate, variable.dtype)
         d = ops.cast(self._decayed(gradient, variable), variable.dtype)
         t = ops.cast(self.iterations + 1, variable.dtype)
@@ -199,6 +246,26 @@ class Adam(_PaperRecipeMixin, keras.optimizers.Optimizer):
         self.assign(v, ops.add(ops.multiply(v, self.beta_2), ops.multiply(ops.square(d), 1.0 - self.beta_2)))
         denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(bias_2)), self.epsilon)
         self.assign_sub(variable, ops.multiply(ops.divide(lr, bias_1), ops.divide(m, denominator)))
+
+    def _fused_update_step(self, gradient, variable, learning_rate):
+        import tensorflow as tf
+
+        def scalars():
+            t = ops.cast(self.iterations + 1, "float32")
+            beta_1_power = ops.power(self.beta_1, t)
+            beta_2_power = ops.power(self.beta_2, t)
+            # ResourceApplyAdam adds epsilon before the bias correction of v; PyTorch after it.
+            epsilon = self.epsilon * ops.sqrt(1.0 - beta_2_power)
+            return ops.cast(learning_rate, "float32"), beta_1_power, beta_2_power, epsilon
+
+        lr, beta_1_power, beta_2_power, epsilon = (
+            ops.cast(x, variable.dtype) for x in self._step_scalars.get(learning_rate, scalars))
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
+            beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr,
+            beta1=ops.cast(self.beta_1, variable.dtype), beta2=ops.cast(self.beta_2, variable.dtype),
+            epsilon=epsilon, grad=ops.cast(self._decayed(gradient, variable), variable.dtype))
 
     def get_config(self):
         config = super().get_config()
