@@ -205,21 +205,15 @@ def _cell_inputs(reduction_prev, seed=0, batch=2, side=8):
     return s0, s1
 
 
-def _set_edge_weights(op, weights):
-    """Sets a derived op's sub-layers from `DartsSearchCell.edge_weights` (None: no weights)."""
-    if weights is None:
-        assert not op.weights
-        return
-    for name, arrays in weights.items():
-        getattr(op, name).set_weights(arrays)
-
-
 def _copy_search_to_derived(search, derived):
     derived.preprocess0.set_weights(search.preprocess0.get_weights())
     derived.preprocess1.set_weights(search.preprocess1.get_weights())
     for n, node in enumerate(derived.nodes):
         for p, (op_name, inp) in enumerate(node):
-            _set_edge_weights(derived.node_ops[2 * n + p], search.edge_weights(n, inp, op_name))
+            src = search.edge_op(n, inp, op_name)
+            if src is None:  # "none": no weights on either side
+                continue
+            derived.node_ops[2 * n + p].set_weights(src.get_weights())
 
 
 @pytest.mark.parametrize(
@@ -321,5 +315,5 @@ def test_derived_cell_drop_path_and_config():
 
 def test_darts_ops_list_includes_none_and_is_skipped():
     cell = DartsSearchCell(C, "darts")
-    assert cell.edge_weights(0, 0, "none") is None
+    assert cell.edge_op(0, 0, "none") is None
     assert len(cell.op_names) == len(DARTS_OPS)

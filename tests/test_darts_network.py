@@ -55,9 +55,9 @@ def _copy_supernet_to_derived(supernet, derived):
             layer.preprocess1.set_weights(src.preprocess1.get_weights())
             for n, node in enumerate(layer.nodes):
                 for p, (op_name, inp) in enumerate(node):
-                    weights = src.edge_weights(n, inp, op_name)
-                    for name, arrays in (weights or {}).items():
-                        getattr(layer.node_ops[2 * n + p], name).set_weights(arrays)
+                    op = src.edge_op(n, inp, op_name)
+                    if op is not None:
+                        layer.node_ops[2 * n + p].set_weights(op.get_weights())
         else:
             layer.set_weights(src.get_weights())
 

@@ -1,6 +1,7 @@
 """Batch normalization through TensorFlow's fused kernel in training mode."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -44,8 +45,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if not self._can_fuse(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
-        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
-        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        # Constants, not tf.ones / tf.zeros: one graph node each instead of three.
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.constant(np.ones(channels, np.float32))
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.constant(np.zeros(channels, np.float32))
         x = inputs if inputs.dtype in (tf.float16, tf.bfloat16, tf.float32) else tf.cast(inputs, tf.float32)
         outputs, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x,
