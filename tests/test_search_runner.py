@@ -389,7 +389,16 @@ def test_keras_conventions_dataset_callbacks_progress_bar_and_evaluate(tmp_path,
     log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
     assert metrics["loss"] == pytest.approx(-log_probs[np.arange(len(labels)), labels].mean(), rel=1e-4)
     assert metrics["accuracy"] == pytest.approx(float((logits.argmax(1) == labels).mean()), abs=1e-6)
-    # Evaluating leaves the search's own metrics alone.
     assert result.model.evaluate(images, labels, return_dict=True, verbose=0) == pytest.approx(metrics, rel=1e-5)
+    # The search's own ((x_train, y_train), (x_val, y_val)) batches: their val half is evaluated.
+    from unas_keras.data import search_data
+
+    pairs = search_data((x, y), image_size=8, batch_size=8, channels=1).dataset.take(2)
+    val_images = np.concatenate([v[0] for _, v in pairs.as_numpy_iterator()])
+    val_labels = np.concatenate([v[1] for _, v in pairs.as_numpy_iterator()])
+    assert result.model.evaluate(pairs, return_dict=True, verbose=0) == pytest.approx(
+        result.model.evaluate(val_images, val_labels, batch_size=8, return_dict=True, verbose=0), rel=1e-5)
+    # Evaluating leaves the search's own metrics alone.
+    assert float(result.model.get_metrics_result()["val_loss"]) == pytest.approx(result.history["val_loss"][-1], rel=1e-5)
     with pytest.raises(ValueError, match="callbacks"):
         search(output_dir=str(tmp_path / "bad"), callbacks=["not a callback"], **TINY)

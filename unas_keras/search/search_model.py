@@ -259,6 +259,16 @@ class SearchModel(keras.Model):
         for tracker in self._eval_trackers:
             tracker.reset_state()
 
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate` (see `test_step`); the search's own metrics keep their values."""
+        variables = [v for tracker in self._trackers for v in tracker.variables]
+        values = [ops.convert_to_numpy(v) for v in variables]
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+
     def test_step(self, data):
         """Loss and accuracy of the supernet at the argmax architecture, for `evaluate`.
 
