@@ -432,6 +432,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                 or a folder, preprocessed like `train_data` (the training then uses `train_data`'s
                 default training part).
             epochs: epochs of each UNAS search, warm-up included (None: the dataset profile's default).
+                Not used with a Hyperband oracle: there each trial's `tuner/epochs` is its search's length.
             verbose: 0 silent, 1 (or "auto") trial summaries and search progress.
 
         Raises:
