@@ -402,3 +402,20 @@ def test_keras_conventions_dataset_callbacks_progress_bar_and_evaluate(tmp_path,
     assert float(result.model.get_metrics_result()["val_loss"]) == pytest.approx(result.history["val_loss"][-1], rel=1e-5)
     with pytest.raises(ValueError, match="callbacks"):
         search(output_dir=str(tmp_path / "bad"), callbacks=["not a callback"], **TINY)
+
+
+def test_gpu_strategies_are_recognised_by_their_devices():
+    import types
+
+    import tensorflow as tf
+
+    from unas_keras.search import runner
+
+    def strategy(*devices):
+        return types.SimpleNamespace(extended=types.SimpleNamespace(worker_devices=devices))
+
+    assert runner._uses_gpu(strategy("/job:localhost/replica:0/task:0/device:GPU:0",
+                                     "/job:localhost/replica:0/task:0/device:GPU:1"))
+    assert not runner._uses_gpu(strategy("/job:localhost/replica:0/task:0/device:CPU:0"))
+    # The default strategy has no device list: the machine's GPUs decide (none on this machine).
+    assert runner._uses_gpu(tf.distribute.get_strategy()) == bool(tf.config.list_physical_devices("GPU"))
