@@ -385,28 +385,15 @@ def _uses_gpu(strategy):
 
 
 def _dataset_arrays(dataset):
-    """A `tf.data.Dataset` of (image, label) pairs as (x, y) numpy arrays; any other value unchanged."""
+    """A `tf.data.Dataset` read into (x, y) arrays (see `sources.tf_data_arrays`); anything else unchanged."""
     import sys
 
     tf = sys.modules.get("tensorflow")  # a tf.data.Dataset can only exist once TensorFlow is imported
     if tf is None or not isinstance(dataset, tf.data.Dataset):
         return dataset
-    import numpy as np
+    from unas_keras.data import sources
 
-    spec = dataset.element_spec
-    if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(p, tf.TensorSpec) for p in spec)):
-        raise ValueError(f"A tf.data.Dataset given as dataset must yield (image, label) pairs; it yields {spec}.")
-    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
-        raise ValueError("The tf.data.Dataset given as dataset is infinite (repeat()); give one pass over it.")
-    images, labels = spec
-    batched = images.shape.rank == 4 or (images.shape.rank == 3 and labels.shape.rank == 1)
-    xs, ys = [], []
-    for x, y in dataset.as_numpy_iterator():
-        xs.append(x if batched else x[None])
-        ys.append(np.reshape(y, (-1,)))
-    if not xs:
-        raise ValueError("The tf.data.Dataset given as dataset is empty.")
-    return np.concatenate(xs), np.concatenate(ys)
+    return sources.tf_data_arrays(dataset)
 
 
 def _check_callbacks(callbacks):
