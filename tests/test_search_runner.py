@@ -373,7 +373,8 @@ def test_keras_conventions_dataset_callbacks_progress_bar_and_evaluate(tmp_path,
     assert run["data"]["num_classes"] == 3
     # The user's callback saw every epoch and batch and the search's epoch logs.
     assert recorder.epochs == [0, 1] and recorder.batches == 2 * 3
-    assert [round(logs["val_loss"], 6) for logs in recorder.logs] == [round(v, 6) for v in result.history["val_loss"]]
+    seen = [round(logs["val_loss"], 6) for logs in recorder.logs]
+    assert seen == [round(v, 6) for v in result.history["val_loss"]]
     assert {"loss", "accuracy", "entropy", "gen_gap"} <= set(recorder.logs[-1])
     # Keras' progress bar: "3/3 ... loss: ..." once per epoch (ETA while it runs).
     assert "Epoch 1/2" in out and "Epoch 2/2" in out and "3/3" in out and "val_loss:" in out
@@ -399,7 +400,8 @@ def test_keras_conventions_dataset_callbacks_progress_bar_and_evaluate(tmp_path,
     assert result.model.evaluate(pairs, return_dict=True, verbose=0) == pytest.approx(
         result.model.evaluate(val_images, val_labels, batch_size=8, return_dict=True, verbose=0), rel=1e-5)
     # Evaluating leaves the search's own metrics alone.
-    assert float(result.model.get_metrics_result()["val_loss"]) == pytest.approx(result.history["val_loss"][-1], rel=1e-5)
+    search_val_loss = float(result.model.get_metrics_result()["val_loss"])
+    assert search_val_loss == pytest.approx(result.history["val_loss"][-1], rel=1e-5)
     with pytest.raises(ValueError, match="callbacks"):
         search(output_dir=str(tmp_path / "bad"), callbacks=["not a callback"], **TINY)
 

@@ -210,9 +210,9 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
 
     Each trial draws a `seed` (always a hyper-parameter) and any other hyper-parameters in the oracle's
     space from `trial.hyperparameters`, runs `unas_keras.search()` into its trial folder, trains the
-    derived network for `train_epochs` epochs (by default as many as the trial's search), and reports `val_accuracy`, `val_loss`, `params`, `macs`
-    and `latency_ms` (with `measure_latency`). The oracle ranks trials by `tuner_objective`
-    (`keras_tuner.Objective("val_accuracy", "max")` by default).
+    derived network for `train_epochs` epochs (by default as many as the trial's search), and reports
+    `val_accuracy`, `val_loss`, `params`, `macs` and `latency_ms` (with `measure_latency`). The oracle
+    ranks trials by `tuner_objective` (`keras_tuner.Objective("val_accuracy", "max")` by default).
 
     Args:
         space: the search space, "darts", "proxyless" or "nb201".
@@ -467,8 +467,8 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """The trial's hyper-parameter values, aliases resolved: (search overrides, train overrides, seed).
 
         keras-tuner's own values (`tuner/epochs`, `tuner/initial_epoch`, `tuner/bracket`, `tuner/round`,
-        `tuner/trial_id`, set by Hyperband) are not search settings: they are left out (see
-        `_budget_epochs`).
+        `tuner/trial_id`, set by Hyperband) are not search settings: they are left out (`run_trial` reads
+        `tuner/epochs` as the search's length).
         """
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
         seed = values.pop("seed", None)

@@ -358,7 +358,8 @@ def tf_data_arrays(dataset):
     """
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(p, tf.TensorSpec) for p in spec)):
-        raise ValueError("A tf.data.Dataset given as dataset must yield (image, label) pairs; it yields %s" % (spec,))
+        raise ValueError("A tf.data.Dataset given as dataset must yield (image, label) pairs; it yields %s"
+                         % (spec,))
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise ValueError("The tf.data.Dataset given as dataset is infinite (repeat()); give one pass over it.")
     images, labels = spec

@@ -465,7 +465,8 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
 
     with strategy.scope():
-        supernet = build_supernet(cfg["space"], probe.num_classes, probe.input_shape, **run_config.supernet_options(cfg))
+        supernet = build_supernet(cfg["space"], probe.num_classes, probe.input_shape,
+                                  **run_config.supernet_options(cfg))
         latency = None
         if cfg["target_latency_ms"] is not None:
             latency = _make_latency_model(cfg, probe.input_shape, probe.num_classes,
