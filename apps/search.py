@@ -54,7 +54,7 @@ flags.DEFINE_integer("cpu_replicas", None, "With --strategy=mirrored and no GPU:
                      "logical devices.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory (prepared datasets).")
 flags.DEFINE_integer("checkpoint_every_steps", None, "Also checkpoint every N steps inside an epoch.")
-flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress lines, 2 more progress lines.")
+flags.DEFINE_integer("verbose", 1, "0 silent, 1 Keras progress bar with ETA, 2 one line per epoch (log files).")
 
 # Flags that map one to one onto keyword arguments of unas_keras.search().
 _SEARCH_FLAGS = ("space", "dataset", "output_dir", "estimator", "objective", "epochs", "warmup_epochs",

@@ -2,17 +2,21 @@
 
 Test-sized: a 4-layer MBConv backbone at 32x32, its lookup table timed with LiteRT on this CPU, two short
 searches from the same seed (one with `target_latency_ms`, one without), then both derived networks are
-converted to TFLite and timed as whole networks.
+converted to TFLite and timed as whole networks. The same comparison also runs through `uk.search`, whose
+history and result report whether the target was met.
 """
 
+import glob
 import json
+import os
 
 import keras
 import pytest
 
+import unas_keras as uk
 from unas_keras import build_model
 from unas_keras.data import search_data
-from unas_keras.latency import LatencyModel, measure_tflite
+from unas_keras.latency import LatencyModel, LookupTable, measure_tflite
 from unas_keras.networks.proxyless import build_proxyless_supernet
 from unas_keras.search import SearchModel
 from unas_keras.space.proxyless import MBConvBackbone
@@ -65,3 +69,36 @@ def test_tight_target_finds_a_faster_network(latency_model):
                       "unconstrained": free_arch.to_dict(), "constrained": tight_arch.to_dict()}))
     assert predicted["constrained"] < predicted["unconstrained"]
     assert measured["constrained"] < measured["unconstrained"]
+
+
+def test_uk_search_with_a_target_ends_under_it_where_the_free_search_does_not(tmp_path, latency_model):
+    """Through `uk.search`: the latency weight ramps over the run's own length (a third of its 16
+    architecture steps), so a 16-step search meets a target that the unconstrained search misses."""
+    common = dict(space="proxyless", dataset="digits", backbone=BACKBONE, resolution=INPUT_SHAPE[0],
+                  image_channels=INPUT_SHAPE[2], width_multiplier=1.0, batch_size=16, epochs=2, warmup_epochs=0,
+                  steps_per_epoch=8, latency_lambda=LATENCY_LAMBDA, arch_lr=0.4, seed=0, verbose=0)
+    free = uk.search(output_dir=str(tmp_path / "free"), **common)
+    assert free.latency is None and "target_met" not in free.history
+    free_ms = latency_model.predict_ms(free.architecture)
+    target = 0.75 * free_ms
+    tight = uk.search(output_dir=str(tmp_path / "tight"), target_latency_ms=target, **common)
+
+    # The run's own table (timed by the run) agrees: the free architecture misses the target, the
+    # constrained one meets it.
+    (table_path,) = glob.glob(os.path.join(tight.output_dir, "latency", "*.json"))
+    run_table = LatencyModel.from_lookup_table(LookupTable.load(table_path))
+    report = tight.latency
+    print(json.dumps({"target_ms": target, "unconstrained_ms": run_table.predict_ms(free.architecture),
+                      "constrained_ms": report["argmax_latency_ms"], "unconstrained": str(free.architecture),
+                      "constrained": str(tight.architecture), "ramp_steps": report["ramp_steps"]}))
+    assert run_table.predict_ms(free.architecture) > target
+    assert report["target_met"] is True and report["argmax_latency_ms"] <= target
+    assert report["ramp_steps"] == 5 and report["target_ms"] == target
+    assert report["argmax_latency_ms"] == run_table.predict_ms(tight.architecture)
+    # The history shows it epoch by epoch; run.json holds the final figures.
+    history = tight.history
+    for key in ("latency_ms", "sampled_latency_ms", "argmax_latency_ms", "target_met"):
+        assert len(history[key]) == 2, key
+    assert history["target_met"][-1] == 1.0 and history["argmax_latency_ms"][-1] == report["argmax_latency_ms"]
+    with open(os.path.join(tight.output_dir, "run.json")) as f:
+        assert json.load(f)["latency"] == report

@@ -271,3 +271,153 @@ def test_progress_lines_show_val_metrics_only_after_warmup():
     assert "[warm-up]" in warmup and "train_loss 1.5000" in warmup and "accuracy 0.2500" in warmup
     assert "val_loss" not in warmup and "val_accuracy" not in warmup and "gen_gap" not in warmup
     assert "[search]" in searched and "val_loss 2.0000" in searched and "gen_gap 0.0000" in searched
+
+
+def test_search_records_cpu_op_determinism(tiny_run):
+    run = checkpoint_lib.read_json(os.path.join(tiny_run.output_dir, "run.json"))
+    assert run["op_determinism"] is True, "a seeded CPU search runs with op determinism"
+    assert tiny_run.latency is None and "latency" not in run, "no latency model, no latency report"
+
+
+def test_latency_ramp_scales_with_the_run():
+    cfg = run_config.resolve_config(space="proxyless", dataset="digits", target_latency_ms=1.0)
+    assert cfg["latency_ramp_steps"] is None
+    # 6 epochs, 1 warm-up: a third of 5 x 28 architecture steps.
+    assert run_config.latency_ramp_steps(cfg, 28) == 47
+    assert run_config.latency_ramp_steps(cfg, 1) == 2
+    paper = run_config.resolve_config(space="proxyless", dataset="imagenet", target_latency_ms=10.0)
+    # The release's ImageNet run (15 search epochs of ~6,000 steps) gets about the release's 30,000.
+    assert 29000 <= run_config.latency_ramp_steps(paper, 6005) <= 31000
+    explicit = run_config.resolve_config(space="proxyless", dataset="digits", latency_ramp_steps=0)
+    assert run_config.latency_ramp_steps(explicit, 28) == 0
+
+
+def test_tf_data_dataset_is_read_as_arrays():
+    import tensorflow as tf
+
+    from unas_keras.search import runner
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, size=(10, 8, 8, 1), dtype=np.uint8)
+    y = np.arange(10) % 3
+    for dataset in (tf.data.Dataset.from_tensor_slices((x, y)), tf.data.Dataset.from_tensor_slices((x, y)).batch(4)):
+        got_x, got_y = runner._dataset_arrays(dataset)
+        np.testing.assert_array_equal(got_x, x)
+        np.testing.assert_array_equal(got_y, y)
+    assert run_config.describe_dataset(runner._dataset_arrays(tf.data.Dataset.from_tensor_slices((x, y)))) == \
+        run_config.describe_dataset((x, y))
+    with pytest.raises(ValueError, match="infinite"):
+        runner._dataset_arrays(tf.data.Dataset.from_tensor_slices((x, y)).repeat())
+    with pytest.raises(ValueError, match=r"\(image, label\) pairs"):
+        runner._dataset_arrays(tf.data.Dataset.from_tensor_slices(x))
+
+
+class _Recorder:
+    """Builds a Keras callback that records the calls a search makes."""
+
+    @staticmethod
+    def make():
+        import keras
+
+        class Recorder(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.epochs, self.logs, self.batches = [], [], 0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epochs.append(epoch)
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.batches += 1
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.logs.append(dict(logs))
+
+        return Recorder()
+
+
+def test_keras_conventions_dataset_callbacks_progress_bar_and_evaluate(tmp_path, monkeypatch, capsys):
+    """A tf.data.Dataset in, a user callback, Keras' progress bar, evaluate(); on a (mocked) GPU machine."""
+    import tensorflow as tf
+
+    from unas_keras.data import eval_data
+
+    # A GPU machine: the default run must not ask for op determinism (which would fail there for an op
+    # without a deterministic kernel).
+    real_list = tf.config.list_physical_devices
+
+    def list_devices(device_type=None):
+        if device_type == "GPU":
+            return [tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")]
+        return real_list(device_type)
+
+    def no_determinism():
+        raise RuntimeError("op determinism requested on a GPU")
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", list_devices)
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", no_determinism)
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(96, 8, 8, 1), dtype=np.uint8)
+    y = np.arange(96) % 3
+    recorder = _Recorder.make()
+    args = dict({k: v for k, v in TINY.items() if k not in ("dataset", "resolution", "verbose")},
+                epochs=2, warmup_epochs=0)
+    result = search(dataset=tf.data.Dataset.from_tensor_slices((x, y)).batch(32),
+                    output_dir=str(tmp_path / "run"), callbacks=[recorder], verbose=1, **args)
+    out = capsys.readouterr().out
+
+    run = checkpoint_lib.read_json(os.path.join(result.output_dir, "run.json"))
+    assert run["op_determinism"] is False
+    assert run["config"]["dataset"] == run_config.describe_dataset((x, y)), "the dataset is read as arrays"
+    assert run["data"]["num_classes"] == 3
+    # The user's callback saw every epoch and batch and the search's epoch logs.
+    assert recorder.epochs == [0, 1] and recorder.batches == 2 * 3
+    seen = [round(logs["val_loss"], 6) for logs in recorder.logs]
+    assert seen == [round(v, 6) for v in result.history["val_loss"]]
+    assert {"loss", "accuracy", "entropy", "gen_gap"} <= set(recorder.logs[-1])
+    # Keras' progress bar: "3/3 ... loss: ..." once per epoch (ETA while it runs).
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "3/3" in out and "val_loss:" in out
+
+    # evaluate(): the supernet at the argmax architecture on (images, labels) batches.
+    _, val_ds, _ = eval_data((x, y), image_size=8, batch_size=16, channels=1)
+    metrics = result.model.evaluate(val_ds, return_dict=True, verbose=0)
+    assert set(metrics) == {"loss", "accuracy"}
+    images = np.concatenate([b for b, _ in val_ds.as_numpy_iterator()])
+    labels = np.concatenate([b for _, b in val_ds.as_numpy_iterator()])
+    logits = np.asarray(result.model(images, training=False), dtype=np.float64)
+    log_probs = logits - logits.max(1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+    assert metrics["loss"] == pytest.approx(-log_probs[np.arange(len(labels)), labels].mean(), rel=1e-4)
+    assert metrics["accuracy"] == pytest.approx(float((logits.argmax(1) == labels).mean()), abs=1e-6)
+    assert result.model.evaluate(images, labels, return_dict=True, verbose=0) == pytest.approx(metrics, rel=1e-5)
+    # The search's own ((x_train, y_train), (x_val, y_val)) batches: their val half is evaluated.
+    from unas_keras.data import search_data
+
+    pairs = search_data((x, y), image_size=8, batch_size=8, channels=1).dataset.take(2)
+    val_images = np.concatenate([v[0] for _, v in pairs.as_numpy_iterator()])
+    val_labels = np.concatenate([v[1] for _, v in pairs.as_numpy_iterator()])
+    assert result.model.evaluate(pairs, return_dict=True, verbose=0) == pytest.approx(
+        result.model.evaluate(val_images, val_labels, batch_size=8, return_dict=True, verbose=0), rel=1e-5)
+    # Evaluating leaves the search's own metrics alone.
+    search_val_loss = float(result.model.get_metrics_result()["val_loss"])
+    assert search_val_loss == pytest.approx(result.history["val_loss"][-1], rel=1e-5)
+    with pytest.raises(ValueError, match="callbacks"):
+        search(output_dir=str(tmp_path / "bad"), callbacks=["not a callback"], **TINY)
+
+
+def test_gpu_strategies_are_recognised_by_their_devices():
+    import types
+
+    import tensorflow as tf
+
+    from unas_keras.search import runner
+
+    def strategy(*devices):
+        return types.SimpleNamespace(extended=types.SimpleNamespace(worker_devices=devices))
+
+    assert runner._uses_gpu(strategy("/job:localhost/replica:0/task:0/device:GPU:0",
+                                     "/job:localhost/replica:0/task:0/device:GPU:1"))
+    assert not runner._uses_gpu(strategy("/job:localhost/replica:0/task:0/device:CPU:0"))
+    # The default strategy has no device list: the machine's GPUs decide (none on this machine).
+    assert runner._uses_gpu(tf.distribute.get_strategy()) == bool(tf.config.list_physical_devices("GPU"))

@@ -295,3 +295,69 @@ def test_real_search_trial_end_to_end(tmp_path, capsys):
     tuner.results_summary()
     out = capsys.readouterr().out
     assert "val_accuracy" in out and str(seed) in out
+
+
+def _oracle(kind, **kwargs):
+    objective = keras_tuner.Objective("val_accuracy", "max")
+    if kind == "random":
+        return keras_tuner.oracles.RandomSearchOracle(objective=objective, max_trials=2, seed=1, **kwargs)
+    if kind == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(objective=objective, max_trials=2,
+                                                              num_initial_points=1, seed=1, **kwargs)
+    # max_epochs=2, factor=3: one bracket of two 2-epoch trials.
+    return keras_tuner.oracles.HyperbandOracle(objective=objective, max_epochs=2, factor=3, seed=1, **kwargs)
+
+
+@pytest.mark.slow
+def test_hyperband_budget_is_the_search_length(tmp_path, fake_search):
+    calls, _ = fake_search
+    # max_epochs=3, factor=3: a bracket of 1-epoch trials whose best is promoted to 3 epochs, then a
+    # bracket of 3-epoch trials.
+    oracle = keras_tuner.oracles.HyperbandOracle(objective=keras_tuner.Objective("val_accuracy", "max"),
+                                                 max_epochs=3, factor=3, seed=1)
+    options = {k: v for k, v in TINY.items() if k != "warmup_epochs"}
+    tuner = tuner_lib.UNASTuner(oracle=oracle, directory=str(tmp_path), project_name="hb", seeds=[1, 2, 3, 4],
+                                **options)
+    tuner.search("digits", verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert all(t.status == "COMPLETED" for t in trials), [t.message for t in trials]
+    assert len(calls) == len(trials) >= 3
+    budgets = set()
+    for trial in trials:
+        values = trial.hyperparameters.values
+        call = next(c for c in calls if c["output_dir"].startswith(tuner.get_trial_dir(trial.trial_id)))
+        # The budget is the search's length; keras-tuner's own values never reach the search.
+        assert call["epochs"] == values["tuner/epochs"]
+        assert not any(k.startswith("tuner/") for k in call)
+        # The profile's 1 warm-up epoch is kept when it fits, cut to 0 for a 1-epoch search.
+        assert call["warmup_epochs"] == min(1, values["tuner/epochs"] - 1)
+        # The derived network is trained for as many epochs as its search (the default).
+        with open(os.path.join(tuner.get_trial_dir(trial.trial_id), "result.json")) as f:
+            assert json.load(f)["training"]["epochs"] == values["tuner/epochs"]
+        budgets.add(values["tuner/epochs"])
+    assert budgets == {1, 3}
+    promoted = [t for t in trials if "tuner/trial_id" in t.hyperparameters.values]
+    assert promoted and all(t.hyperparameters.values["tuner/epochs"] == 3 for t in promoted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
+def test_oracles_run_real_searches(tmp_path, kind):
+    """Each keras-tuner oracle drives two real (tiny) UNAS searches to completion."""
+    tuner = tuner_lib.UNASTuner(space="nb201", objective="gen_gap", estimator="reinforce",
+                                oracle=_oracle(kind), directory=str(tmp_path), project_name=kind,
+                                channels=4, cells_per_stage=1, resolution=8, batch_size=16, steps_per_epoch=2,
+                                train_steps_per_epoch=2, measure_latency=False)
+    tuner.search("digits", epochs=2, verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2
+    assert all(t.status == "COMPLETED" for t in trials), [t.message for t in trials]
+    for trial in trials:
+        run_dir = os.path.join(tuner.get_trial_dir(trial.trial_id), "search")
+        with open(os.path.join(run_dir, "run.json")) as f:
+            run = json.load(f)
+        assert run["status"] == "finished" and run["config"]["epochs"] == 2
+        assert run["effective_seed"] == trial.hyperparameters.values["seed"]
+        assert 0.0 <= trial.metrics.get_last_value("val_accuracy") <= 1.0
+    (best,) = tuner.get_best_models(num=1)
+    assert best.count_params() > 0

@@ -6,6 +6,13 @@ by a keras-tuner oracle. The derived network of the trial's search is then train
 its validation accuracy; its parameters, multiply-adds and (optionally) TFLite latency are recorded too.
 Running several seeds guards against the run-to-run variance of differentiable NAS.
 
+Oracles: keras-tuner's `RandomSearchOracle` (the default), `BayesianOptimizationOracle`,
+`GridSearchOracle` and `HyperbandOracle`. Hyperband's budget is the search's length: a trial runs a
+search of `tuner/epochs` epochs (its `epochs` argument to `search()` is then not used; the warm-up is cut
+to `tuner/epochs - 1` epochs when it would be longer). A promoted trial runs a new, longer search with
+the promoted hyper-parameters: a UNAS search cannot be extended, since its learning-rate schedules and
+latency ramp span the whole run.
+
 ```python
 import unas_keras as uk
 
@@ -203,9 +210,9 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
 
     Each trial draws a `seed` (always a hyper-parameter) and any other hyper-parameters in the oracle's
     space from `trial.hyperparameters`, runs `unas_keras.search()` into its trial folder, trains the
-    derived network for `train_epochs` epochs, and reports `val_accuracy`, `val_loss`, `params`, `macs`
-    and `latency_ms` (with `measure_latency`). The oracle ranks trials by `tuner_objective`
-    (`keras_tuner.Objective("val_accuracy", "max")` by default).
+    derived network for `train_epochs` epochs (by default as many as the trial's search), and reports
+    `val_accuracy`, `val_loss`, `params`, `macs` and `latency_ms` (with `measure_latency`). The oracle
+    ranks trials by `tuner_objective` (`keras_tuner.Objective("val_accuracy", "max")` by default).
 
     Args:
         space: the search space, "darts", "proxyless" or "nb201".
@@ -218,8 +225,9 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         directory: folder of the project (default ".").
         project_name: name of the project's sub-folder (default "unas_tuner").
         overwrite: False reloads an existing project of the same name and continues it; True deletes it.
-        oracle: a keras-tuner `Oracle` (default: `keras_tuner.oracles.RandomSearchOracle`). Its space
-            gets a `seed` hyper-parameter unless it already has one.
+        oracle: a keras-tuner `Oracle` (default: `keras_tuner.oracles.RandomSearchOracle`;
+            `BayesianOptimizationOracle`, `GridSearchOracle` and `HyperbandOracle` work too, see above).
+            Its space gets a `seed` hyper-parameter unless it already has one.
         hyperparameters: a `keras_tuner.HyperParameters` with the space of the default oracle, e.g.
             `hp.Float("gen_gap_lambda", 0.1, 1.0)`, `hp.Choice("temperature", [0.2, 0.4, 1.0])`,
             `hp.Float("arch_learning_rate", 1e-4, 1e-2, sampling="log")`. Names are those of
@@ -238,7 +246,10 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         target_latency_ms: the latency target of each search (adds the latency term).
         strategy: a `tf.distribute.Strategy` (or "mirrored" / "multi_worker") for the searches.
         data_dir: tensorflow-datasets data directory.
-        train_epochs: epochs of the short training of each derived network (default 1).
+        train_epochs: epochs of the training of each derived network before it is scored. None (the
+            default): as many as the trial's search has (with Hyperband, its `tuner/epochs`), so the
+            ranking's cost and quality grow with the search budget; a derived network is trained from
+            scratch, and one epoch is rarely enough to rank architectures.
         train_batch_size: its batch size (None: the search's batch size).
         train_steps_per_epoch: cap on its steps per epoch (None: one pass over the training data).
         train_learning_rate: its peak SGD learning rate (cosine decay; default 0.05).
@@ -265,7 +276,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                  directory=None, project_name=None, overwrite=False, *, oracle=None, hyperparameters=None,
                  seeds=None, seed=None, tuner_objective="val_accuracy", max_retries_per_trial=0,
                  max_consecutive_failed_trials=3, warmup_epochs=None, batch_size=None, steps_per_epoch=None,
-                 target_latency_ms=None, strategy=None, data_dir=None, train_epochs=1, train_batch_size=None,
+                 target_latency_ms=None, strategy=None, data_dir=None, train_epochs=None, train_batch_size=None,
                  train_steps_per_epoch=None, train_learning_rate=0.05, network_options=None,
                  measure_latency=True, latency_threads=1, latency_runs=20, keep_search_checkpoints=False,
                  search_verbose=None, **options):
@@ -320,7 +331,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         self.target_latency_ms = _check_positive(target_latency_ms, "target_latency_ms", allow_none=True)
         self.strategy = strategy
         self.data_dir = data_dir
-        self.train_epochs = _check_int(train_epochs, "train_epochs", 1)
+        self.train_epochs = _check_int(train_epochs, "train_epochs", 1, allow_none=True)
         self.train_batch_size = _check_int(train_batch_size, "train_batch_size", 1, allow_none=True)
         self.train_steps_per_epoch = _check_int(train_steps_per_epoch, "train_steps_per_epoch", 1, allow_none=True)
         self.train_learning_rate = _check_positive(train_learning_rate, "train_learning_rate")
@@ -421,6 +432,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                 or a folder, preprocessed like `train_data` (the training then uses `train_data`'s
                 default training part).
             epochs: epochs of each UNAS search, warm-up included (None: the dataset profile's default).
+                Not used with a Hyperband oracle: there each trial's `tuner/epochs` is its search's length.
             verbose: 0 silent, 1 (or "auto") trial summaries and search progress.
 
         Raises:
@@ -452,8 +464,13 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         super().search(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose)
 
     def _hp_values(self, trial):
-        """The trial's hyper-parameter values, aliases resolved: (search overrides, train overrides, seed)."""
-        values = dict(trial.hyperparameters.values)
+        """The trial's hyper-parameter values, aliases resolved: (search overrides, train overrides, seed).
+
+        keras-tuner's own values (`tuner/epochs`, `tuner/initial_epoch`, `tuner/bracket`, `tuner/round`,
+        `tuner/trial_id`, set by Hyperband) are not search settings: they are left out (`run_trial` reads
+        `tuner/epochs` as the search's length).
+        """
+        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
         seed = values.pop("seed", None)
         if seed is None:
             seed = int(trial.trial_id)
@@ -504,6 +521,14 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         search_values, train_values, seed = self._hp_values(trial)
         started = time.time()
         try:
+            budget = trial.hyperparameters.values.get("tuner/epochs")
+            if budget is not None:  # Hyperband: the budget is the search's length
+                epochs = _check_int(budget, "tuner/epochs", 1)
+                warmup = search_values.get("warmup_epochs", self.warmup_epochs)
+                if warmup is None:
+                    profile = run_config.dataset_profile(train_data)
+                    warmup = run_config.DEFAULTS[(self.space, profile)]["warmup_epochs"]
+                search_values["warmup_epochs"] = min(warmup, epochs - 1)
             cfg = self._search_config(train_data, epochs, dict(search_values, seed=seed))
             search_result = self._run_search(train_data, epochs, search_values, seed, trial_dir, verbose)
             scored = self._train_and_score(search_result.architecture, cfg, train_data, validation_data, seed,
@@ -552,6 +577,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if split is None and validation_data is not None:
             val_ds, num_val = _explicit_validation_dataset(validation_data, info, batch_size, self.data_dir)
         steps = min(self.train_steps_per_epoch, info.steps_per_epoch) if capped else info.steps_per_epoch
+        train_epochs = self.train_epochs or cfg["epochs"]
         learning_rate = float(train_values.get("train_learning_rate", self.train_learning_rate))
         network_options = self._network_options(cfg)
 
@@ -559,8 +585,8 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         model = build_model(architecture, num_classes=info.num_classes, input_shape=info.input_shape,
                             **network_options)
         num_outputs = len(model.outputs) if isinstance(model.outputs, (list, tuple)) else 1
-        compile_for_training(model, steps_per_epoch=steps, epochs=self.train_epochs, learning_rate=learning_rate)
-        history = model.fit(one_hot_labels(train_ds, info.num_classes, num_outputs), epochs=self.train_epochs,
+        compile_for_training(model, steps_per_epoch=steps, epochs=train_epochs, learning_rate=learning_rate)
+        history = model.fit(one_hot_labels(train_ds, info.num_classes, num_outputs), epochs=train_epochs,
                             steps_per_epoch=steps if capped else None, shuffle=False, verbose=0)
         accuracy, loss = _evaluate(model, val_ds)
 
@@ -568,7 +594,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                    "params": float(profile.count_params(model, exclude_auxiliary=True))}
         record = {"model": {"num_classes": int(info.num_classes), "input_shape": list(info.input_shape),
                             "network_options": network_options},
-                  "training": {"epochs": self.train_epochs, "steps_per_epoch": steps, "batch_size": batch_size,
+                  "training": {"epochs": train_epochs, "steps_per_epoch": steps, "batch_size": batch_size,
                                "learning_rate": learning_rate, "num_train": int(info.num_train),
                                "num_val": int(num_val),
                                "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}},

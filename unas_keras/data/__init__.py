@@ -2,7 +2,8 @@
 
 Datasets: "digits" (scikit-learn's 8x8 digits, embedded, offline), tensorflow-datasets image
 classification names ("cifar10", "cifar100", "imagenet2012" alias "imagenet", ...; never downloaded here),
-a folder with one sub-folder of images per class, or (x, y) numpy arrays.
+a folder with one sub-folder of images per class, or (x, y) numpy arrays (`search()` also reads a finite
+tf.data.Dataset of (image, label) pairs into arrays: `sources.tf_data_arrays`).
 """
 
 from unas_keras.data.constants import AUGMENT_POLICIES

@@ -346,6 +346,33 @@ def _describe_allowed():
             % ", ".join(repr(n) for n in constants.EMBEDDED_DATASETS))
 
 
+def tf_data_arrays(dataset):
+    """Reads a finite `tf.data.Dataset` of (image, label) pairs, batched or not, into (x, y) arrays.
+
+    A search needs to split its data into a train part and a held-out part, reshuffle it every epoch
+    and restart it at any step after an interruption; arrays give all three, with exactly the behaviour
+    of (x, y) arrays passed directly. Data that does not fit in memory: use a tfds name or a folder.
+
+    Raises:
+        ValueError: the dataset is infinite, empty, or does not yield (image, label) pairs.
+    """
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(p, tf.TensorSpec) for p in spec)):
+        raise ValueError("A tf.data.Dataset given as dataset must yield (image, label) pairs; it yields %s"
+                         % (spec,))
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError("The tf.data.Dataset given as dataset is infinite (repeat()); give one pass over it.")
+    images, labels = spec
+    batched = images.shape.rank == 4 or (images.shape.rank == 3 and labels.shape.rank == 1)
+    xs, ys = [], []
+    for x, y in dataset.as_numpy_iterator():
+        xs.append(x if batched else x[None])
+        ys.append(np.reshape(y, (-1,)))
+    if not xs:
+        raise ValueError("The tf.data.Dataset given as dataset is empty.")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def _load_digits():
     from sklearn.datasets import load_digits
 

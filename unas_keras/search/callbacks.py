@@ -1,4 +1,4 @@
-"""Keras callbacks of a search run: per-epoch history, progress lines, and checkpoints.
+"""Keras callbacks of a search run: per-epoch history, latency report, progress lines, and checkpoints.
 
 They work both under `model.fit` and under the custom multi-worker loop (`distributed.py`), which drives
 them through a `keras.callbacks.CallbackList` with the same calls `fit` makes.
@@ -60,6 +60,36 @@ class HistoryRecorder(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(value)
 
 
+class LatencyReport(keras.callbacks.Callback):
+    """Adds the derived (argmax) architecture's latency and whether it meets the target to the epoch logs.
+
+    Register it before the callbacks that read the logs (history, progress, TensorBoard): Keras passes
+    one logs dict to every callback in turn.
+
+    Args:
+        latency: the latency model (`predict_ms(architecture)`).
+        target_ms: the latency target, or None (then only `argmax_latency_ms` is added).
+
+    Logs added at each epoch end: `argmax_latency_ms` (latency of `model.derive_architecture()`, the
+    architecture the run would return now) and, with a target, `target_met` (1.0 when
+    `argmax_latency_ms <= target_ms`, else 0.0). The model logs `latency_ms` itself: the expected latency
+    under the current distribution (linear surrogate).
+    """
+
+    def __init__(self, latency, target_ms=None):
+        super().__init__()
+        self.latency = latency
+        self.target_ms = target_ms
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        argmax_ms = float(self.latency.predict_ms(self.model.derive_architecture()))
+        logs["argmax_latency_ms"] = argmax_ms
+        if self.target_ms is not None:
+            logs["target_met"] = float(argmax_ms <= self.target_ms)
+
+
 class ProgressLogger(keras.callbacks.Callback):
     """Prints one line per epoch (and a line every `interval_s` seconds inside long epochs).
 
@@ -74,7 +104,7 @@ class ProgressLogger(keras.callbacks.Callback):
     """
 
     _KEYS = ("loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy",
-             "latency_ms")
+             "latency_ms", "argmax_latency_ms", "target_met")
     # Warm-up iterations train the weights only: nothing is evaluated on the val batches.
     _NOT_IN_WARMUP = ("val_loss", "val_accuracy", "gen_gap")
 

@@ -163,7 +163,7 @@ def replica_slices_fn(make_dataset, global_batch_size, num_replicas):
 
 
 def run_custom_loop(model, strategy, dataset, global_batch_size, epochs, steps_per_epoch, callbacks,
-                    initial_epoch=0, initial_step=0):
+                    initial_epoch=0, initial_step=0, progbar=False):
     """Runs the search with `strategy.run(model.replica_step)` instead of `model.fit`.
 
     Args:
@@ -177,6 +177,7 @@ def run_custom_loop(model, strategy, dataset, global_batch_size, epochs, steps_p
         callbacks: a `keras.callbacks.CallbackList` (or list of callbacks) driven like `fit` does.
         initial_epoch: epoch to start from (resume).
         initial_step: step inside `initial_epoch` to start from (resume mid-epoch).
+        progbar: also show Keras' progress bar (as `fit(verbose=1)` does); needs a list of callbacks.
 
     Returns:
         The logs of the last epoch.
@@ -184,7 +185,8 @@ def run_custom_loop(model, strategy, dataset, global_batch_size, epochs, steps_p
     import keras
 
     if not isinstance(callbacks, keras.callbacks.CallbackList):
-        callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
+        callbacks = keras.callbacks.CallbackList(list(callbacks), add_progbar=progbar, model=model, verbose=1,
+                                                 epochs=epochs, steps=steps_per_epoch)
     num_replicas = strategy.num_replicas_in_sync
     distributed = strategy.distribute_datasets_from_function(
         replica_slices_fn(dataset, global_batch_size, num_replicas))

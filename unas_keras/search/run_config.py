@@ -51,10 +51,18 @@ COMMON = {
     "arch_weight_decay": 1e-6,
     "lr_reference_batch": 64,      # learning rates are scaled by batch_size / lr_reference_batch
     "latency_lambda": 0.1,         # per ms over the target
-    "latency_ramp_steps": 30000,   # architecture steps over which latency_lambda ramps up from 0
+    "latency_ramp_steps": None,    # architecture steps over which latency_lambda ramps up from 0;
+                                   # None: LATENCY_RAMP_FRACTION of the run's architecture steps
     "val_fraction": None,          # None: the data pipeline's default for the dataset
     "augment": None,               # None: the data pipeline's default for the dataset
 }
+
+# The latency weight reaches its final value after this fraction of the run's architecture steps. The
+# release ramps over 30,000 steps whatever the run's length; its ImageNet search (15 search epochs of
+# ~6,000 steps at batch 192 on 90% of ImageNet) has ~90,000 architecture steps, a third of which is that
+# ramp. A fixed 30,000 would leave a run of a few hundred steps with lambda ~1e-3 of its final value
+# (the target never binds); a fraction keeps the release's shape at every run length.
+LATENCY_RAMP_FRACTION = 1.0 / 3.0
 
 # Per-(space, profile) defaults. "space_options" go to the supernet builder.
 #
@@ -110,7 +118,7 @@ DEFAULTS = {
 # Space options each supernet accepts (checked here so a typo fails before any data is loaded).
 SPACE_OPTIONS = {
     "darts": ("ops", "init_channels", "num_cells"),
-    "proxyless": ("width_multiplier",),
+    "proxyless": ("width_multiplier", "backbone"),
     "nb201": ("channels", "cells_per_stage"),
 }
 
@@ -280,7 +288,7 @@ def resolve_config(space="darts", dataset="digits", estimator=None, objective=No
         cfg[key] = _check_float(cfg[key], key, 0.0)
     cfg["soften_eps"] = _check_float(cfg["soften_eps"], "soften_eps", 0.0)
     cfg["pair_penalty"] = _check_float(cfg["pair_penalty"], "pair_penalty", 0.0, allow_none=True)
-    cfg["latency_ramp_steps"] = _check_int(cfg["latency_ramp_steps"], "latency_ramp_steps", 0)
+    cfg["latency_ramp_steps"] = _check_int(cfg["latency_ramp_steps"], "latency_ramp_steps", 0, allow_none=True)
     if cfg["val_fraction"] is not None:
         cfg["val_fraction"] = _check_float(cfg["val_fraction"], "val_fraction", 0.0, strict=True)
         if cfg["val_fraction"] >= 1.0:
@@ -308,6 +316,14 @@ def resolve_config(space="darts", dataset="digits", estimator=None, objective=No
     elif space == "proxyless":
         space_options["width_multiplier"] = _check_float(space_options["width_multiplier"],
                                                          "width_multiplier", 0.0, strict=True)
+        if space_options.get("backbone") is not None:
+            # An MBConvBackbone (or its dict): another depth / width plan than ProxylessNAS's 21 layers.
+            from unas_keras.space.proxyless import MBConvBackbone
+
+            backbone = space_options["backbone"]
+            if not isinstance(backbone, MBConvBackbone):
+                backbone = MBConvBackbone.from_dict(backbone)  # raises ValueError on a malformed plan
+            space_options["backbone"] = backbone.to_dict()
     else:
         space_options["channels"] = _check_int(space_options["channels"], "channels", 1)
         space_options["cells_per_stage"] = _check_int(space_options["cells_per_stage"], "cells_per_stage", 1)
@@ -317,6 +333,16 @@ def resolve_config(space="darts", dataset="digits", estimator=None, objective=No
                checkpoint_every_steps=checkpoint_every_steps, data_dir=data_dir,
                space_options=space_options)
     return dict(sorted(cfg.items()))
+
+
+def supernet_options(config):
+    """The space options of a configuration as `build_supernet` takes them (a backbone dict as an object)."""
+    options = dict(config["space_options"])
+    if options.get("backbone") is not None:
+        from unas_keras.space.proxyless import MBConvBackbone
+
+        options["backbone"] = MBConvBackbone.from_dict(options["backbone"])
+    return options
 
 
 def comparable(config):
@@ -339,3 +365,15 @@ def scaled_learning_rates(config):
     scale = config["batch_size"] / config["lr_reference_batch"]
     return (config["weight_lr"] * scale, config["weight_lr_min"] * scale,
             config["arch_lr"] * scale, config["arch_lr_min"] * scale)
+
+
+def latency_ramp_steps(config, steps_per_epoch):
+    """Architecture steps over which the latency weight ramps from 0 to `latency_lambda`.
+
+    The configured `latency_ramp_steps` when given (0: no ramp), else `LATENCY_RAMP_FRACTION` of the run's
+    architecture steps (`(epochs - warmup_epochs) * steps_per_epoch`), at least 1.
+    """
+    if config["latency_ramp_steps"] is not None:
+        return int(config["latency_ramp_steps"])
+    arch_steps = (config["epochs"] - config["warmup_epochs"]) * int(steps_per_epoch)
+    return max(1, int(round(arch_steps * LATENCY_RAMP_FRACTION)))

@@ -40,6 +40,10 @@ class SearchResult:
         probabilities: dict decision name -> nested lists of final probabilities.
         config: the effective configuration (as in run.json).
         model: the trained `SearchModel` (None when the run had already finished before this call).
+        latency: with a latency model, a dict: `target_ms`, `ramp_steps` (architecture steps of the
+            latency weight's ramp), `argmax_latency_ms` (latency of `architecture`), `expected_latency_ms`
+            (under the final distribution) and `target_met` (`argmax_latency_ms <= target_ms`; None
+            without a target); None for a search without a latency model. Also in run.json.
     """
 
     architecture: object
@@ -48,6 +52,7 @@ class SearchResult:
     probabilities: dict = None
     config: dict = None
     model: object = None
+    latency: dict = None
 
 
 def _versions():
@@ -124,8 +129,9 @@ def _load_finished(output_dir, cfg, verbose):
     if verbose:
         print(f"The search in {output_dir} has already finished with this configuration; nothing to do. "
               f"Architecture: {arch}", flush=True)
+    latency = checkpoint_lib.read_json(os.path.join(output_dir, "run.json")).get("latency")
     return SearchResult(architecture=arch, history=history, output_dir=output_dir,
-                        probabilities=distribution.get("probabilities"), config=cfg, model=None)
+                        probabilities=distribution.get("probabilities"), config=cfg, model=None, latency=latency)
 
 
 def _resolve_strategy(strategy):
@@ -170,9 +176,25 @@ def _make_latency_model(cfg, input_shape, num_classes, cache_dir, verbose):
 
     if cfg["space"] != "proxyless":
         raise ValueError(f"target_latency_ms is supported for the proxyless space only, not {cfg['space']!r}.")
+    options = run_config.supernet_options(cfg)
     return latency.LatencyModel.for_space(
         "proxyless", input_shape=tuple(input_shape), num_classes=num_classes, cache_dir=cache_dir,
-        progress=bool(verbose), width_multiplier=cfg["space_options"]["width_multiplier"])
+        progress=bool(verbose), width_multiplier=options["width_multiplier"], backbone=options.get("backbone"))
+
+
+def _latency_summary(cfg, latency, model, architecture, ramp_steps):
+    """The run's final latency figures (see `SearchResult.latency`), or None without a latency model."""
+    if latency is None:
+        return None
+    from unas_keras.search import objectives
+
+    argmax_ms = float(latency.predict_ms(architecture))
+    probabilities = {k: v[None] for k, v in model.distribution.probabilities().items()}
+    bias, coefficients = latency.surrogate_weights(model.supernet.search_space)
+    expected_ms = float(objectives.linear_latency(bias, coefficients, probabilities)[0])
+    target = cfg["target_latency_ms"]
+    return {"target_ms": target, "ramp_steps": ramp_steps, "argmax_latency_ms": argmax_ms,
+            "expected_latency_ms": expected_ms, "target_met": None if target is None else argmax_ms <= target}
 
 
 def _log_callback(log_dir):
@@ -218,8 +240,8 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
            strategy=None, steps_per_epoch=None, verbose=1, *, resolution=None, image_channels=None,
            temperature=None, soften_eps=None, sampling=None, gen_gap_lambda=None, pair_penalty=None,
            weight_lr=None, arch_lr=None, latency_lambda=None, latency_ramp_steps=None, val_fraction=None,
-           augment=None, checkpoint_every_steps=None, data_dir=None, use_custom_loop=False,
-           **space_options):
+           augment=None, checkpoint_every_steps=None, data_dir=None, use_custom_loop=False, callbacks=None,
+           deterministic=None, **space_options):
     """Runs a UNAS architecture search and writes its results to a folder.
 
     Defaults depend on the space and the dataset (see `run_config.DEFAULTS`). On the embedded digits set
@@ -233,15 +255,17 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     Args:
         space: "darts", "proxyless" or "nb201".
         dataset: "digits" (ships offline), a tensorflow-datasets name ("cifar10", "cifar100",
-            "imagenet2012"; "imagenet" is an alias), a folder of class sub-folders of images, or (x, y)
-            arrays.
+            "imagenet2012"; "imagenet" is an alias), a folder of class sub-folders of images, (x, y)
+            arrays, or a finite `tf.data.Dataset` of (image, label) pairs (batched or not; read once
+            into memory as (x, y) arrays). Every kind is split the same way into the train part and
+            the held-out part that feeds the val batches (`val_fraction`).
         estimator: "rebar" (alias "unas"), "reinforce", "gumbel_softmax" or "relax".
         objective: "gen_gap" (train loss + 0.5 |val - train| per example pair), "train" or "val".
         epochs: total epochs, warm-up included.
         warmup_epochs: leading epochs that train only the weights (architecture uniform).
         batch_size: global batch size (split across replicas); learning rates scale with batch / 64.
-        seed: integer seed; with a seed the run is deterministic (op determinism on) and resumes exactly.
-            None: a random seed, recorded in run.json.
+        seed: integer seed of the weights, the data order and the architecture noise; a run resumes
+            with the same seed. None: a random seed, recorded in run.json.
         output_dir: the results folder (default: a new folder under ./runs/). An unfinished run there is
             resumed; a finished one with the same configuration is returned without work; a different
             configuration is refused.
@@ -250,7 +274,8 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
         strategy: a `tf.distribute.Strategy` ("default", "mirrored" or "multi_worker" are accepted as
             names), or None for the default strategy.
         steps_per_epoch: cap on the steps of an epoch (quick runs).
-        verbose: 0 silent, 1 progress lines, 2 more frequent progress lines.
+        verbose: 0 silent, 1 Keras' progress bar (with the ETA of the epoch), 2 one line per epoch
+            (and a line every 5 s inside long epochs; suited to log files).
         resolution, image_channels: input side and image channels, 1 or 3 (default per dataset).
         temperature, soften_eps, sampling, gen_gap_lambda, pair_penalty, weight_lr, arch_lr,
             latency_lambda, latency_ramp_steps, val_fraction, augment: search hyper-parameters (see
@@ -259,8 +284,18 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
         data_dir: tensorflow-datasets data directory.
         use_custom_loop: run the custom distributed loop even where `model.fit` would do (it is always
             used under MultiWorkerMirroredStrategy).
+        callbacks: Keras callbacks run with the search's own (after them): they see every epoch and
+            batch, and the epoch logs (losses, accuracies, entropy, latency). A resumed run calls them
+            from the resume point on.
+        deterministic: TensorFlow op determinism during the run (switched back off afterwards). None
+            (default): on when a seed is given and the strategy runs on CPUs only: there it costs
+            little, and it makes a seeded run, and its resume after an interruption, end with exactly
+            the same results. Off on GPUs, where deterministic kernels are slow and some ops have none
+            (a GPU run is seeded and resumes from its checkpoints, but is not bitwise reproducible).
+            True forces it on (may fail on a GPU for an op without a deterministic kernel); False off.
         **space_options: supernet options: darts `ops`, `init_channels`, `num_cells`; proxyless
-            `width_multiplier`; nb201 `channels`, `cells_per_stage`.
+            `width_multiplier`, `backbone` (an `MBConvBackbone` or its dict; default ProxylessNAS's
+            21 layers); nb201 `channels`, `cells_per_stage`.
 
     Returns:
         A `SearchResult` (architecture, history, output_dir, probabilities, config, model).
@@ -270,6 +305,10 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
             downloaded), or an output_dir holding a different run.
     """
     started = time.time()
+    dataset = _dataset_arrays(dataset)
+    user_callbacks = _check_callbacks(callbacks)
+    if deterministic not in (None, True, False):
+        raise ValueError(f"deterministic must be None, True or False, got {deterministic!r}.")
     options = dict(resolution=resolution, image_channels=image_channels, temperature=temperature, soften_eps=soften_eps,
                    sampling=sampling, gen_gap_lambda=gen_gap_lambda, pair_penalty=pair_penalty,
                    weight_lr=weight_lr, arch_lr=arch_lr, latency_lambda=latency_lambda,
@@ -315,6 +354,9 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
             effective_seed = random.SystemRandom().randrange(2**31 - 1)
     else:
         keras.utils.set_random_seed(effective_seed)
+    if deterministic is None:
+        deterministic = cfg["seed"] is not None and not _uses_gpu(strategy)
+    if deterministic:
         tf.config.experimental.enable_op_determinism()
 
     # Where this process writes: the chief writes the results, other workers a private temporary folder.
@@ -322,13 +364,50 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     work_dir = output_dir if is_chief else tempfile.mkdtemp(prefix=f"unas_worker{task_id}_")
     try:
         return _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
-                    chief_checkpoints, effective_seed, verbose, use_custom_loop, started,
-                    callbacks_lib, checkpoint_lib, distributed)
+                    chief_checkpoints, effective_seed, verbose, use_custom_loop, started, user_callbacks,
+                    bool(deterministic or determinism_was_on), callbacks_lib, checkpoint_lib, distributed)
     finally:
         if not is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
         if not determinism_was_on:
             _disable_op_determinism()
+
+
+def _uses_gpu(strategy):
+    """Whether the strategy's replicas run on GPUs (its devices, else the machine's visible GPUs)."""
+    import tensorflow as tf
+
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except (RuntimeError, AttributeError):  # the default strategy: TensorFlow's own placement
+        devices = []
+    if any("GPU" in str(d).upper() for d in devices):
+        return True
+    if devices and all("CPU" in str(d).upper() for d in devices):
+        return False
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _dataset_arrays(dataset):
+    """A `tf.data.Dataset` read into (x, y) arrays (see `sources.tf_data_arrays`); anything else unchanged."""
+    import sys
+
+    tf = sys.modules.get("tensorflow")  # a tf.data.Dataset can only exist once TensorFlow is imported
+    if tf is None or not isinstance(dataset, tf.data.Dataset):
+        return dataset
+    from unas_keras.data import sources
+
+    return sources.tf_data_arrays(dataset)
+
+
+def _check_callbacks(callbacks):
+    import keras
+
+    callbacks = list(callbacks or [])
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise ValueError(f"callbacks must be keras.callbacks.Callback objects, got {type(callback).__name__}.")
+    return callbacks
 
 
 def _op_determinism_enabled():
@@ -347,8 +426,8 @@ def _disable_op_determinism():
 
 
 def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
-         chief_checkpoints, seed, verbose, use_custom_loop, started, callbacks_lib, checkpoint_lib,
-         distributed):
+         chief_checkpoints, seed, verbose, use_custom_loop, started, user_callbacks, deterministic,
+         callbacks_lib, checkpoint_lib, distributed):
     import keras
 
     from unas_keras.data import search_data
@@ -372,6 +451,7 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         "config": cfg,
         "effective_seed": seed,
         "num_replicas": num_replicas,
+        "op_determinism": deterministic,
         "num_workers": distributed.num_workers(strategy),
         "strategy": type(strategy).__name__,
         "versions": _versions(),
@@ -382,11 +462,15 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         "learning_rates": dict(zip(("weight_lr", "weight_lr_min", "arch_lr", "arch_lr_min"),
                                    run_config.scaled_learning_rates(cfg))),
     }
+    ramp_steps = run_config.latency_ramp_steps(cfg, steps)
+    if cfg["target_latency_ms"] is not None:
+        run_info["latency"] = {"target_ms": cfg["target_latency_ms"], "ramp_steps": ramp_steps}
     if is_chief:
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
 
     with strategy.scope():
-        supernet = build_supernet(cfg["space"], probe.num_classes, probe.input_shape, **cfg["space_options"])
+        supernet = build_supernet(cfg["space"], probe.num_classes, probe.input_shape,
+                                  **run_config.supernet_options(cfg))
         latency = None
         if cfg["target_latency_ms"] is not None:
             latency = _make_latency_model(cfg, probe.input_shape, probe.num_classes,
@@ -396,7 +480,7 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
             temperature=cfg["temperature"], soften_eps=cfg["soften_eps"], sampling=cfg["sampling"],
             warmup_steps=cfg["warmup_epochs"] * steps, latency=latency,
             target_latency_ms=cfg["target_latency_ms"], latency_lambda=cfg["latency_lambda"],
-            latency_ramp_steps=cfg["latency_ramp_steps"], weight_clipnorm=cfg["weight_clipnorm"], seed=seed)
+            latency_ramp_steps=ramp_steps, weight_clipnorm=cfg["weight_clipnorm"], seed=seed)
         if cfg["pair_penalty"] is not None:
             model_kwargs["pair_penalty"] = cfg["pair_penalty"]
         model = SearchModel(supernet, **model_kwargs)
@@ -421,51 +505,67 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         f"{cfg['estimator']} estimator, {cfg['objective']} objective; {epochs} epochs "
         f"({cfg['warmup_epochs']} warm-up) x {steps} steps, batch {cfg['batch_size']} on {num_replicas} "
         f"replica(s); output {output_dir}")
+    if verbose == 1:
+        say("(the first step of the warm-up and of the search phase each trace and compile the supernet's "
+            "step once; that can take minutes)")
 
     every = cfg["checkpoint_every_steps"] or DEFAULT_CHECKPOINT_EVERY_STEPS
-    callbacks = [
+    # Order matters: the latency report adds to the epoch logs that the history and the others read.
+    callbacks = [callbacks_lib.LatencyReport(latency, cfg["target_latency_ms"])] if latency is not None else []
+    callbacks += [
         history,
         callbacks_lib.SearchCheckpoint(
             checkpointer, steps, model.search_step, history, every_steps=every,
             metric_variables=model.metrics_variables, resume_epoch=resume_epoch, resume_step=resume_step,
             resume_metric_values=metric_values),
-        callbacks_lib.ProgressLogger(epochs, steps, warmup_epochs=cfg["warmup_epochs"],
-                                     verbose=verbose if is_chief else 0, resume_epoch=resume_epoch,
-                                     resume_step=resume_step),
     ]
     if is_chief:
         callbacks.append(_log_callback(os.path.join(output_dir, "logs")))
         from unas_keras.search import pictures
 
         callbacks.append(pictures.ArchitectureSnapshots(output_dir, log_dir=os.path.join(output_dir, "logs")))
+    callbacks += user_callbacks
+    # verbose=1: Keras' own progress bar (with ETA); verbose=2: one compact line per epoch (log files).
+    progbar = verbose == 1 and is_chief
+    if verbose == 2 and is_chief:
+        callbacks.append(callbacks_lib.ProgressLogger(epochs, steps, warmup_epochs=cfg["warmup_epochs"],
+                                                      verbose=verbose, resume_epoch=resume_epoch,
+                                                      resume_step=resume_step))
 
     if resume_epoch < epochs:
         if multi_worker or use_custom_loop:
             distributed.run_custom_loop(model, strategy, lambda: make_stream(resume_epoch * steps + resume_step),
                                         cfg["batch_size"], epochs, steps, callbacks,
-                                        initial_epoch=resume_epoch, initial_step=resume_step)
+                                        initial_epoch=resume_epoch, initial_step=resume_step, progbar=progbar)
         else:
             epoch = resume_epoch
             if resume_step:
                 model.fit(make_stream(epoch * steps + resume_step), initial_epoch=epoch, epochs=epoch + 1,
-                          steps_per_epoch=steps - resume_step, callbacks=callbacks, verbose=0, shuffle=False)
+                          steps_per_epoch=steps - resume_step, callbacks=callbacks, verbose=int(progbar),
+                          shuffle=False)
                 epoch += 1
-            if epoch < epochs:
+            if epoch < epochs and not model.stop_training:
                 model.fit(make_stream(epoch * steps), initial_epoch=epoch, epochs=epochs,
-                          steps_per_epoch=steps, callbacks=callbacks, verbose=0, shuffle=False)
+                          steps_per_epoch=steps, callbacks=callbacks, verbose=int(progbar), shuffle=False)
 
     architecture = model.derive_architecture()
     probabilities = model.arch_probabilities()
     result = SearchResult(architecture=architecture, history=history.get_state(), output_dir=output_dir,
-                          probabilities=probabilities, config=cfg, model=model)
+                          probabilities=probabilities, config=cfg, model=model,
+                          latency=_latency_summary(cfg, latency, model, architecture, ramp_steps))
     if is_chief:
         architecture.save(os.path.join(output_dir, "architecture.json"))
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "distribution.json"),
                                          {"space": cfg["space"], "probabilities": probabilities})
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "history.json"), result.history)
+        if result.latency is not None:
+            run_info["latency"] = result.latency
         run_info.update(status="finished", wall_time_s=round(time.time() - started, 2),
                         finished_at=datetime.datetime.now().isoformat(timespec="seconds"))
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
         say(f"Search finished in {time.time() - started:.0f} s. Architecture: {architecture}")
+        if result.latency is not None and result.latency["target_met"] is not None:
+            say(f"Latency {result.latency['argmax_latency_ms']:.3f} ms, target {cfg['target_latency_ms']} ms: "
+                f"{'met' if result.latency['target_met'] else 'NOT met'}.")
         say(f"Results in {os.path.abspath(output_dir)}")
     return result

@@ -208,6 +208,8 @@ class SearchModel(keras.Model):
             names += ["latency_ms", "sampled_latency_ms"]
         self._trackers = [keras.metrics.Mean(name=name) for name in names]
         self._tracker_by_name = {t.name: t for t in self._trackers}
+        # evaluate() keeps its own means, so that evaluating never touches the search's epoch metrics.
+        self._eval_trackers = [keras.metrics.Mean(name="eval_loss"), keras.metrics.Mean(name="eval_accuracy")]
         self.weight_optimizer = None
         self.arch_optimizer = None
         self.built = True
@@ -251,6 +253,45 @@ class SearchModel(keras.Model):
             for name, phi in self.distribution.logits().items()
         }
         return self.supernet((inputs, self.supernet.mix_weights(one_hot)), training=training)
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        for tracker in self._eval_trackers:
+            tracker.reset_state()
+
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate` (see `test_step`); the search's own metrics keep their values."""
+        variables = [v for tracker in self._trackers for v in tracker.variables]
+        values = [ops.convert_to_numpy(v) for v in variables]
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+
+    def test_step(self, data):
+        """Loss and accuracy of the supernet at the argmax architecture, for `evaluate`.
+
+        The architecture is the one `derive_architecture` returns (the most likely choice of every
+        decision), run in inference mode: BatchNorm uses the moving statistics gathered during the
+        search. `evaluate(x, y)` or `evaluate(dataset)` with batches of (images, integer labels) (and
+        optional sample weights); a search dataset's `((x_train, y_train), (x_val, y_val))` batches are
+        accepted too, and their val half is evaluated.
+
+        Returns:
+            `{"loss": mean cross-entropy, "accuracy": mean top-1 accuracy}` over the batches so far.
+        """
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+                isinstance(part, (tuple, list)) and len(part) == 2 for part in data):
+            data = data[1]
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError("SearchModel.evaluate needs labels: (images, integer labels) batches.")
+        logits = self(x, training=False)
+        loss_tracker, accuracy_tracker = self._eval_trackers
+        loss_tracker.update_state(objectives_lib.cross_entropy(y, logits), sample_weight=sample_weight)
+        accuracy_tracker.update_state(objectives_lib.correct(y, logits), sample_weight=sample_weight)
+        return {"loss": loss_tracker.result(), "accuracy": accuracy_tracker.result()}
 
     def get_config(self):
         if self.latency is not None:
