@@ -481,7 +481,9 @@ class SearchModel(keras.Model):
         """
         out = {}
         groups = {}
+        chosen_blocks_only = getattr(self.supernet, "runs_chosen_blocks_only", False)
         for name, images, weights, one_hot in passes:
+            one_hot = bool(one_hot and chosen_blocks_only)   # else the flag changes nothing
             signature = (one_hot, tuple(images.shape),
                          tuple(tuple(w.shape) for w in tf.nest.flatten(weights)))
             groups.setdefault(signature, []).append((name, images, weights))
