@@ -37,7 +37,7 @@ PIPELINES = {
     "cifar100": ("darts_cifar100.json", DARTS_TINY + FEW_OPS + ["--resolution=16"],
                  "train_cifar100.json", DARTS_TINY + ["--resolution=32", "--cutout=8"]),
     "imagenet_darts": ("darts_imagenet.json", DARTS_TINY + ["--resolution=16"],
-                       "train_imagenet.json", DARTS_TINY + ["--resolution=128"]),
+                       "train_imagenet.json", DARTS_TINY + ["--resolution=224"]),  # aux head: 7 px
     "imagenet_proxyless": ("proxyless_imagenet_latency.json", ["--width_multiplier=0.25", "--resolution=32"],
                            "train_proxyless_imagenet.json", ["--width_multiplier=0.25", "--resolution=32"]),
 }
