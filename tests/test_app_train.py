@@ -135,3 +135,16 @@ def test_kill_9_mid_training_then_rerun_ends_with_the_same_model(tmp_path):
     # Another recipe in the same folder is refused (one line, status 2), not silently mixed.
     refused = run_app(*RESUME_ARGS, "--learning_rate=0.1", f"--output={output}")
     assert refused.returncode == 2 and "other settings (options)" in refused.stderr
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_cpu_replicas(tmp_path):
+    output = tmp_path / "model.keras"
+    proc = run_app("--architecture=nb201_resnet", "--dataset=digits", "--epochs=1", "--steps_per_epoch=2",
+                   "--batch_size=8", "--resolution=16", "--strategy=mirrored", "--cpu_replicas=2",
+                   f"--output={output}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 replica(s)" in proc.stdout and output.exists()
+    assert (tmp_path / "model_run" / "logs" / "train").is_dir()  # TensorBoard event files
+    bad = run_app("--architecture=nb201_resnet", "--cpu_replicas=2", f"--output={output}")
+    assert bad.returncode == 2 and "--cpu_replicas needs --strategy=mirrored" in bad.stderr

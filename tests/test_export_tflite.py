@@ -48,7 +48,7 @@ def keras_path(tmp_path_factory):
 def test_export_int8_verify_then_measure(keras_path, tmp_path):
     out = tmp_path / "out" / "tiny.tflite"
     result = _run("export_tflite.py", f"--model={keras_path}", f"--output={out}", "--quantize=int8",
-                  "--verify", "--num_calibration=16", "--num_verify=8")
+                  "--verify", "--num_calibration=16", "--num_verify=8", "--representative_dataset=digits")
     assert result.returncode == 0, result.stderr
     assert "verify OK" in result.stdout and "top-1 agreement" in result.stdout
     assert out.is_file() and out.read_bytes()[4:8] == b"TFL3"
@@ -84,3 +84,46 @@ def test_export_corrupt_model(tmp_path):
 
 def test_measure_latency_missing_model(tmp_path):
     _assert_one_line_error(_run("measure_latency.py", f"--model={tmp_path / 'none.tflite'}"))
+
+
+def test_int8_without_a_known_dataset_is_refused(keras_path, tmp_path):
+    # No <model>.json beside the model and no --representative_dataset: calibrating on some default
+    # data set would silently quantize for the wrong images.
+    out = tmp_path / "x.tflite"
+    result = _run("export_tflite.py", f"--model={keras_path}", f"--output={out}", "--quantize=int8")
+    _assert_one_line_error(result)
+    assert "--representative_dataset" in result.stderr and "own data set" in result.stderr
+    assert not out.exists()
+
+
+TRAIN_TINY = {
+    "darts": ["--architecture=darts_v2", "--resolution=32", "--init_channels=4", "--num_cells=3", "--auxiliary",
+              "--drop_path_rate=0.1"],
+    "proxyless": ["--architecture=unas_proxyless", "--resolution=32", "--width_multiplier=0.25"],
+    "nb201": ["--architecture=nb201_resnet", "--resolution=16"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space", list(TRAIN_TINY))
+def test_trained_model_of_each_space_exports_its_inference_graph(space, tmp_path):
+    """apps/train.py -> apps/export_tflite.py int8 --verify, calibration data taken from the model's metadata."""
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = tmp_path / "model.keras"
+    trained = _run("train.py", *TRAIN_TINY[space], "--dataset=digits", "--epochs=1", "--steps_per_epoch=2",
+                   "--batch_size=8", f"--output={model}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "validation accuracy" in trained.stdout and "n/a" not in trained.stdout
+    metadata = json.loads((tmp_path / "model.keras.json").read_text())
+    assert metadata["dataset"] == "digits" and metadata["architecture"]["space"] == space
+    assert metadata["training_only_outputs"] == ([1] if space == "darts" else [])
+    out = tmp_path / "model.tflite"
+    result = _run("export_tflite.py", f"--model={model}", f"--output={out}", "--quantize=int8", "--verify",
+                  "--num_calibration=8", "--num_verify=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "verify OK (int8, 8 inputs)" in result.stdout and "random inputs" not in result.stderr
+    outputs = Interpreter(model_path=str(out)).get_output_details()
+    assert len(outputs) == 1 and list(outputs[0]["shape"]) == [1, 10]  # the logits only, no auxiliary head

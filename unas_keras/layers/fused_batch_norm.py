@@ -34,7 +34,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             training is True
             and self.trainable
             and mask is None
-            and not self.renorm
+            and not getattr(self, "renorm", False)  # Keras < 3.14 has no batch renormalization
             and not self.synchronized
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
