@@ -155,6 +155,16 @@ class DeviceTable:
         """Median latency of the table (a natural first target)."""
         return float(np.median(self.latencies()))
 
+    def fingerprint(self):
+        """SHA-256 of the table's content (architectures and latencies), to recognise it in run.json."""
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(f"{self.space}|{self.column}".encode())
+        for arch, ms in self._ms.items():
+            digest.update(f"\n{json.dumps(arch.genotype.to_dict(), sort_keys=True)}={ms!r}".encode())
+        return digest.hexdigest()
+
     def _key(self, architecture, strict=True):
         from unas_keras.space.architecture import Architecture
         from unas_keras.space.nb201 import NB201Genotype

@@ -186,15 +186,16 @@ class LatencyModel:
         if isinstance(space, str):
             if space != "proxyless":
                 raise ValueError(
-                    f"LatencyModel.for_space supports the proxyless space only, got {space!r}."
+                    f"LatencyModel.for_space times per-block tables of the proxyless space only, got {space!r}; "
+                    "for other spaces measure whole networks and use DeviceTable / LatencyModel.from_device_table."
                 )
             space_obj = ProxylessSearchSpace(backbone or PROXYLESS_BACKBONE)
         else:
             space_obj = _resolve_space(space)
             if getattr(space_obj, "name", None) != "proxyless":
                 raise ValueError(
-                    "LatencyModel.for_space supports the proxyless space only, got "
-                    f"{getattr(space_obj, 'name', type(space_obj).__name__)!r}."
+                    "LatencyModel.for_space times per-block tables of the proxyless space only, got "
+                    f"{getattr(space_obj, 'name', type(space_obj).__name__)!r}; for other spaces use DeviceTable."
                 )
         if surrogate not in ("lut", "ridge"):
             raise ValueError(f"surrogate must be 'lut' or 'ridge', got {surrogate!r}.")
