@@ -195,9 +195,12 @@ class LatencyConstraint:
         surrogate: the device's linear surrogate g (a `LatencySurrogate` of the nb201 space).
         final_rule: `"argmax"` (the final policy's per-edge argmax) or `"feasible_argmax"` (the final
             policy's most probable cell among those the table says meet the target).
+        ramp: share of the steps over which the hinge weight grows linearly from 0 (the release ramps
+            its latency weight too); the policy first moves towards accurate cells, then is pulled back
+            to the target from above, and ends closer to it than a policy held under it from the start.
     """
 
-    def __init__(self, latencies, target_ms, weight, surrogate, final_rule="argmax"):
+    def __init__(self, latencies, target_ms, weight, surrogate, final_rule="argmax", ramp=0.0):
         if final_rule not in FINAL_RULES:
             raise ValueError(f"final rule must be one of {list(FINAL_RULES)}, got {final_rule!r}.")
         self.latencies = np.asarray(latencies, dtype=np.float64)
@@ -206,15 +209,24 @@ class LatencyConstraint:
         self.surrogate_bias = float(surrogate.bias)
         self.surrogate_weights = np.asarray(surrogate.weights["edges"], dtype=np.float64)
         self.final_rule = final_rule
+        if not 0.0 <= float(ramp) <= 1.0:
+            raise ValueError(f"ramp must be in [0, 1], got {ramp!r}.")
+        self.ramp = float(ramp)
         self.feasible = self.latencies <= self.target
         choices = np.stack([(np.arange(NUM_ARCHITECTURES) // NUM_OPS ** (NUM_EDGES - 1 - e)) % NUM_OPS
                             for e in range(NUM_EDGES)], axis=-1)
         self._edge_index = np.arange(NUM_EDGES)[None, :]
         self._choices = choices
 
-    def hinge(self, latency_ms, ops=np):
-        """`weight * max(0, latency / target - 1)` (numpy or TensorFlow values, by `ops`)."""
-        return self.weight * ops.maximum(0.0, latency_ms / self.target - 1.0)
+    def hinge(self, latency_ms, ops=np, scale=1.0):
+        """`scale * weight * max(0, latency / target - 1)` (numpy or TensorFlow values, by `ops`)."""
+        return scale * self.weight * ops.maximum(0.0, latency_ms / self.target - 1.0)
+
+    def ramp_scale(self, step, steps):
+        """The hinge weight's share at `step` of `steps` (1 without a ramp)."""
+        if self.ramp <= 0.0:
+            return 1.0
+        return min(1.0, (step + 1) / max(1.0, self.ramp * steps))
 
     def final_index(self, logits):
         """The final architecture of a policy with logits `[6, 5]` under `final_rule`."""
@@ -361,7 +373,8 @@ class GradientSearch:
         self.powers = tf.constant([NUM_OPS ** (NUM_EDGES - 1 - e) for e in range(NUM_EDGES)], dtype=tf.int64)
         self.pair_a = tf.constant([a for a, _ in PAIRS])
         self.pair_b = tf.constant([b for _, b in PAIRS])
-        self._step = tf.function(self._step_fn)
+        # Many seeds unroll into a large graph whose tracing costs more than a short run: run those eagerly.
+        self._step = tf.function(self._step_fn) if len(self.seeds) * self.steps > 20000 else self._step_fn
 
     def _control_variate(self, x, bias, w1, w2):
         tf = self.tf
@@ -371,7 +384,7 @@ class GradientSearch:
         pair = tf.einsum("mpi,pij,mpj->m", xa, w2, xb)
         return bias + linear + pair
 
-    def _step_fn(self, step, has_model, bias, w1, w2):
+    def _step_fn(self, step, has_model, bias, w1, w2, hinge_scale=1.0):
         """One step for every seed; returns queried indices and losses [S, M]."""
         tf = self.tf
         from unas_keras.estimators import next_baseline
@@ -387,7 +400,7 @@ class GradientSearch:
                 acc_loss = (100.0 - tf.gather(self.table, idx)) / 100.0
                 loss = acc_loss
                 if self.constraint is not None:
-                    loss = loss + self.constraint.hinge(tf.gather(self.latency, idx), tf)
+                    loss = loss + self.constraint.hinge(tf.gather(self.latency, idx), tf, hinge_scale)
                 batch_mean = tf.reduce_mean(loss)
                 if self.method == "reinforce":
                     used = tf.where(step > 0, self.baseline[s], batch_mean)
@@ -397,7 +410,7 @@ class GradientSearch:
                     g = self._control_variate(sample.relaxed, bias[s], w1[s], w2[s])
                     if self.constraint is not None:
                         lat_g = self.lat_bias + tf.reduce_sum(sample.relaxed * self.lat_w, axis=[1, 2])
-                        g = g + self.constraint.hinge(lat_g, tf)
+                        g = g + self.constraint.hinge(lat_g, tf, hinge_scale)
                     g = tf.where(has_model[s], g, tf.fill(tf.shape(loss), batch_mean))
                     total += self.estimator.surrogate_from_losses(log_prob, loss, g)
                 all_idx.append(idx)
@@ -419,8 +432,9 @@ class GradientSearch:
         stats = RidgeStatistics(num, self.pairwise) if self.method == "unas" else None
         history_idx = []
         for step in range(self.steps):
+            scale = 1.0 if self.constraint is None else self.constraint.ramp_scale(step, self.steps)
             idx, loss = self._step(tf.constant(step, tf.int32), tf.constant(has_model), tf.constant(bias),
-                                   tf.constant(w1), tf.constant(w2))
+                                   tf.constant(w1), tf.constant(w2), tf.constant(scale, tf.float32))
             idx = idx.numpy()
             history_idx.append(idx)
             if stats is not None:
@@ -536,7 +550,7 @@ def tune(method, accuracies, budget, base_config, tune_seeds):
     return best["config"], trials
 
 
-def load_constraint(table_path, column, target_ms, weight, final_rule):
+def load_constraint(table_path, column, target_ms, weight, final_rule, ramp=0.0):
     """The `LatencyConstraint` of one column of a device table (whole NAS-Bench-201 space).
 
     Returns:
@@ -555,7 +569,7 @@ def load_constraint(table_path, column, target_ms, weight, final_rule):
                              f"({len(table)} rows).")
     surrogate = table.fit_surrogate(space)
     target = table.median_ms() if target_ms is None else float(target_ms)
-    return LatencyConstraint(latencies, target, weight, surrogate, final_rule), surrogate.report
+    return LatencyConstraint(latencies, target, weight, surrogate, final_rule, ramp), surrogate.report
 
 
 def constrained_summary(accuracies, constraint, final_idx, queried):
@@ -598,12 +612,12 @@ def run_constrained_method(method, accuracies, constraint, budget, seeds, config
     return final, search.queried, argmax
 
 
-def run_constrained(accuracies, constraint, budget, seeds, configs):
-    """All three methods; returns (the contract's JSON object, details)."""
+def run_constrained(accuracies, constraint, budget, seeds, configs, methods=("random", "reinforce", "unas")):
+    """The methods (all three by default); returns (the contract's JSON object, details)."""
     out = {"target_ms": constraint.target,
            "constrained_optimum": round(float(accuracies[constraint.feasible].max()), 4), "methods": {}}
     details = {}
-    for method in ("random", "reinforce", "unas"):
+    for method in methods:
         final, queried, argmax = run_constrained_method(method, accuracies, constraint, budget, seeds,
                                                         configs.get(method))
         out["methods"][method], details[method] = constrained_summary(accuracies, constraint, final, queried)

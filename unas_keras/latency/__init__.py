@@ -18,6 +18,7 @@
 """
 
 from unas_keras.latency.blocks import BlockSpec, architecture_blocks, space_blocks, weight_count
+from unas_keras.latency.device_blocks import export_block_models, parse_benchmark_output
 from unas_keras.latency.device_table import DeviceTable
 from unas_keras.latency.latency_model import (LatencyModel, fit_calibrated_surrogate,
                                               lookup_table_surrogate)
@@ -32,7 +33,7 @@ from unas_keras.latency.tflite import (CONVERSION_METHODS, QUANTIZE_MODES, TOLER
 __all__ = [
     "BlockSpec", "CONVERSION_METHODS", "DeviceTable", "GPUUnavailableError", "LatencyModel", "LatencySurrogate",
     "LookupTable", "QUANTIZE_MODES", "TOLERANCES", "VerifyReport", "architecture_blocks",
-    "build_lookup_table", "convert_to_tflite", "fit_calibrated_surrogate", "fit_latency_surrogate",
+    "build_lookup_table", "convert_to_tflite", "export_block_models", "parse_benchmark_output", "fit_calibrated_surrogate", "fit_latency_surrogate",
     "latency_report", "lookup_table_surrogate", "measure_keras_gpu", "measure_tflite",
     "measure_tflite_stats", "run_tflite", "space_blocks", "verify_tflite", "weight_count",
 ]
