@@ -191,3 +191,29 @@ def test_app_latency_flags_bad_input(full_table, tmp_path):
     result = _run_app("--space=nb201", "--target_latency_ms=5", f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 2 and "--latency_table" in result.stderr
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_constrained_nb201_search_on_digits_meets_the_median_target(full_table, tmp_path):
+    """uk.search with a device table column, target at the table's median (the shipped raspi4 column when
+    the data is present, else the additive table this module writes): the derived cell meets the target;
+    the same search without a target derives a slower one."""
+    if os.path.isfile(REAL_LATENCY):
+        table = DeviceTable.from_csv(REAL_LATENCY, space="nb201", column="raspi4_ms")
+    else:
+        table = DeviceTable.from_csv(full_table, space="nb201", column="phone_ms")
+    target = table.median_ms()
+    tiny = dict(space="nb201", dataset="digits", epochs=2, warmup_epochs=1, batch_size=32, steps_per_epoch=6,
+                resolution=8, channels=4, cells_per_stage=1, seed=0, verbose=0, arch_lr=0.5, latency=table,
+                latency_lambda=0.2, latency_ramp_steps=1)
+    free = uk.search(output_dir=tmp_path / "free", **tiny)
+    held = uk.search(output_dir=tmp_path / "held", target_latency_ms=target, **tiny)
+    free_ms, held_ms = table.predict(free.architecture), table.predict(held.architecture)
+    print(json.dumps({"column": table.column, "target_ms": target, "unconstrained_ms": free_ms,
+                      "constrained_ms": held_ms, "unconstrained": str(free.architecture),
+                      "constrained": str(held.architecture)}))
+    assert held_ms <= target and held_ms < free_ms
+    # The expected latency of the learned distribution (surrogate) moved below the unconstrained one's.
+    assert held.history["latency_ms"][-1] < free.history["latency_ms"][-1]
+    run = json.load(open(tmp_path / "held" / "run.json"))
+    assert run["config"]["latency"]["kind"] == "device_table" and run["config"]["target_latency_ms"] == target
