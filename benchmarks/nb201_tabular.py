@@ -373,8 +373,7 @@ class GradientSearch:
         self.powers = tf.constant([NUM_OPS ** (NUM_EDGES - 1 - e) for e in range(NUM_EDGES)], dtype=tf.int64)
         self.pair_a = tf.constant([a for a, _ in PAIRS])
         self.pair_b = tf.constant([b for _, b in PAIRS])
-        # Many seeds unroll into a large graph whose tracing costs more than a short run: run those eagerly.
-        self._step = tf.function(self._step_fn) if len(self.seeds) * self.steps > 20000 else self._step_fn
+        self._step = tf.function(self._step_fn)
 
     def _control_variate(self, x, bias, w1, w2):
         tf = self.tf
