@@ -228,16 +228,21 @@ class LatencyConstraint:
             return 1.0
         return min(1.0, (step + 1) / max(1.0, self.ramp * steps))
 
+    def most_probable(self, logits, count=1):
+        """The `count` most probable cells of a policy with logits `[6, 5]`, best first (feasible ones
+        only under `"feasible_argmax"`)."""
+        if self.final_rule == "argmax" and count == 1:
+            return [nb201_table.architecture_index(np.argmax(logits, axis=-1))]
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_p = shifted - np.log(np.sum(np.exp(shifted), -1, keepdims=True))
+        scores = log_p[self._edge_index, self._choices].sum(axis=1)
+        if self.final_rule == "feasible_argmax" and self.feasible.any():
+            scores = np.where(self.feasible, scores, -np.inf)
+        return [int(i) for i in np.argsort(-scores, kind="stable")[:count]]
+
     def final_index(self, logits):
         """The final architecture of a policy with logits `[6, 5]` under `final_rule`."""
-        if self.final_rule == "argmax":
-            return nb201_table.architecture_index(np.argmax(logits, axis=-1))
-        log_p = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1, keepdims=True)) \
-            - logits.max(-1, keepdims=True)
-        scores = log_p[self._edge_index, self._choices].sum(axis=1)
-        if self.feasible.any():
-            scores = np.where(self.feasible, scores, -np.inf)
-        return int(np.argmax(scores))
+        return self.most_probable(logits)[0]
 
 
 def _features(indices, pairwise):
@@ -595,8 +600,12 @@ def constrained_summary(accuracies, constraint, final_idx, queried):
     return main, details
 
 
-def run_constrained_method(method, accuracies, constraint, budget, seeds, config):
-    """One method over seeds under a latency constraint: (final indices, queried [S, budget], argmax indices)."""
+def run_constrained_method(method, accuracies, constraint, budget, seeds, config, final_queries=0):
+    """One method over seeds under a latency constraint: (final indices, queried [S, budget], argmax indices).
+
+    With `final_queries` K > 0 a gradient method searches with `budget - K` queries, then queries the K
+    most probable cells of its final policy (under the final rule) and answers the best of them.
+    """
     if method == "random":
         queried = np.stack([_random_queries(seed, budget) for seed in seeds])
         final = []
@@ -605,20 +614,27 @@ def run_constrained_method(method, accuracies, constraint, budget, seeds, config
             final.append(int(feasible[np.argmax(accuracies[feasible])]) if feasible.size
                          else int(q[np.argmin(constraint.latencies[q])]))
         return final, queried, final
-    search = GradientSearch(method, accuracies, seeds, budget, constraint=constraint, **config)
+    search = GradientSearch(method, accuracies, seeds, budget - final_queries, constraint=constraint, **config)
     _, _, final = search.run()
-    argmax = [nb201_table.architecture_index(c) for c in np.argmax(search.logits.numpy(), axis=-1)]
-    return final, search.queried, argmax
+    logits = search.logits.numpy()
+    argmax = [nb201_table.architecture_index(c) for c in np.argmax(logits, axis=-1)]
+    queried = search.queried
+    if final_queries:
+        tops = np.array([constraint.most_probable(lg, final_queries) for lg in logits])
+        final = [int(top[np.argmax(accuracies[top])]) for top in tops]
+        queried = np.concatenate([queried, tops], axis=1)
+    return final, queried, argmax
 
 
-def run_constrained(accuracies, constraint, budget, seeds, configs, methods=("random", "reinforce", "unas")):
+def run_constrained(accuracies, constraint, budget, seeds, configs, methods=("random", "reinforce", "unas"),
+                    final_queries=0):
     """The methods (all three by default); returns (the contract's JSON object, details)."""
     out = {"target_ms": constraint.target,
            "constrained_optimum": round(float(accuracies[constraint.feasible].max()), 4), "methods": {}}
     details = {}
     for method in methods:
         final, queried, argmax = run_constrained_method(method, accuracies, constraint, budget, seeds,
-                                                        configs.get(method))
+                                                        configs.get(method), final_queries)
         out["methods"][method], details[method] = constrained_summary(accuracies, constraint, final, queried)
         if method != "random":
             details[method]["config"] = _method_config(method, configs[method])
