@@ -28,6 +28,23 @@ elementwise Adam), several seeds are simply computed in one `tf.function`.
     python benchmarks/nb201_tabular.py --dataset=all --tune   # equal grids, tuning seeds
 
 The last line printed is one JSON object.
+
+Latency-constrained mode (`--latency_table=CSV --latency_column=NAME [--target_ms=X]`, target default: the
+column's median): the loss gains the device latency as a non-differentiable hinge,
+`L(z) = (100 - accuracy(z)) / 100 + w * max(0, latency(z) / target - 1)` (`--latency_weight` w, ramped up
+from 0 over the first `--latency_ramp` share of the steps); UNAS's control variate adds the same hinge of
+the device table's fitted linear surrogate at the relaxed sample to its ridge model of the accuracy loss.
+Random search answers its best feasible query. REINFORCE and UNAS search with `budget - --final_queries`
+queries, then query the `--final_queries` most probable cells of their final policy that meet the target
+(`--final_rule=feasible_argmax`) and answer the best (`--final_queries=0`: the most probable feasible
+cell; `--final_rule=argmax`: the plain argmax). The last line is
+`{"target_ms", "constrained_optimum", "methods": {"random", "reinforce", "unas"}}`, each method with the
+means over seeds of `final_accuracy`, `final_latency_ms`, `feasible_fraction`, `best_feasible_queried`;
+the line before it holds the details (per-seed figures, plain-argmax figures, the surrogate's held-out
+report).
+
+    python benchmarks/nb201_tabular.py --dataset=cifar100 --latency_table=../shared/data/nb201_latency.csv \
+        --latency_column=raspi4_ms --target_ms=25.68 --reinforce_lr=0.6 --unas_lr=0.6
 """
 
 import itertools
@@ -99,9 +116,13 @@ def _define_flags():
                         "latency-constrained mode.")
     flags.DEFINE_string("latency_column", None, "Latency column of --latency_table (e.g. raspi4_ms).")
     flags.DEFINE_float("target_ms", None, "Latency target in ms (default: the column's median).")
-    flags.DEFINE_float("latency_weight", 1.0, "Hinge weight per unit of relative excess over the target.")
+    flags.DEFINE_float("latency_weight", 0.1, "Hinge weight per unit of relative excess over the target (0.1: "
+                       "10%% over the target costs one accuracy point).")
+    flags.DEFINE_float("latency_ramp", 0.7, "Share of the steps over which the hinge weight ramps up from 0.")
     flags.DEFINE_enum("final_rule", "feasible_argmax", list(FINAL_RULES), "Final architecture of the gradient "
                       "methods: the policy's argmax, or its most probable cell meeting the target.")
+    flags.DEFINE_integer("final_queries", 30, "Gradient methods: query the final policy's K most probable cells "
+                         "(under --final_rule) and answer the best; the K queries come out of --budget.")
     flags.DEFINE_integer("variance_repeats", 200, "Repeats of the gradient-variance diagnostic (0 = skip it).")
 
 #: Equal tuning grids: 3 learning rates x 3 sample sizes x 2 values of one
@@ -652,15 +673,34 @@ def main_constrained(table, seeds, base):
     accuracies = np.asarray(table.accuracy_array(FLAGS.dataset), dtype=np.float64)
     if np.isnan(accuracies).any():
         raise cli.UsageError(f"the table {table.path} does not hold all {NUM_ARCHITECTURES} architectures.")
+    if not 0 <= FLAGS.final_queries < FLAGS.budget:
+        raise cli.UsageError(f"--final_queries must be in [0, --budget), got {FLAGS.final_queries}.")
+    for method, config in base.items():
+        if (FLAGS.budget - FLAGS.final_queries) % config["samples"]:
+            raise cli.UsageError(f"--budget - --final_queries ({FLAGS.budget - FLAGS.final_queries}) must be a "
+                                 f"multiple of --{method}_samples ({config['samples']}).")
+    if not 0.0 <= FLAGS.latency_ramp <= 1.0 or FLAGS.latency_weight < 0:
+        raise cli.UsageError("--latency_ramp must be in [0, 1] and --latency_weight >= 0.")
     constraint, report = load_constraint(FLAGS.latency_table, FLAGS.latency_column, FLAGS.target_ms,
-                                         FLAGS.latency_weight, FLAGS.final_rule)
+                                         FLAGS.latency_weight, FLAGS.final_rule, FLAGS.latency_ramp)
     start = time.time()
-    out, details = run_constrained(accuracies, constraint, FLAGS.budget, seeds, base)
+    out, details = run_constrained(accuracies, constraint, FLAGS.budget, seeds, base,
+                                   final_queries=FLAGS.final_queries)
     details.update(
-        benchmark="nb201_tabular_constrained", dataset=FLAGS.dataset, latency_table=os.path.abspath(FLAGS.latency_table),
+        benchmark="nb201_tabular_constrained", dataset=FLAGS.dataset,
+        latency_table=os.path.abspath(FLAGS.latency_table),
         latency_column=FLAGS.latency_column, budget=FLAGS.budget, seeds=len(seeds), seed_offset=FLAGS.seed_offset,
         loss=f"(100 - accuracy) / 100 + {FLAGS.latency_weight} * max(0, latency / target - 1)",
-        final_rule=FLAGS.final_rule, surrogate_report=report, query_rule=QUERY_RULE,
+        final_rule=FLAGS.final_rule, final_queries=FLAGS.final_queries, latency_ramp=FLAGS.latency_ramp,
+        final_architecture=(
+            "random: best feasible query; reinforce/unas: "
+            + (f"the best of the final policy's {FLAGS.final_queries} most probable "
+               + ("feasible cells" if FLAGS.final_rule == "feasible_argmax" else "cells")
+               + f" ({FLAGS.final_queries} queries taken from the budget)" if FLAGS.final_queries else
+               ("the final policy's most probable feasible cell" if FLAGS.final_rule == "feasible_argmax"
+                else "the final policy's argmax"))
+            + "; plain_argmax gives the per-edge argmax of the final policy"),
+        surrogate_report=report, query_rule=QUERY_RULE,
         wall_time_s=round(time.time() - start, 1))
     print(json.dumps({"details": details}))
     print(json.dumps(out))

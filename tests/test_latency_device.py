@@ -129,7 +129,7 @@ def test_surrogate_is_fitted_on_the_table_with_a_held_out_report(full_table):
 def test_one_rule_for_latency_targets(full_table):
     table = DeviceTable.from_csv(full_table, space="nb201", column="phone_ms")
     for space in ("nb201", "darts"):
-        with pytest.raises(ValueError, match="needs measured latencies: pass latency= a unas_keras.latency.DeviceTable"):
+        with pytest.raises(ValueError, match="needs measured latencies: pass latency= a unas_keras.latency.Device"):
             run_config.resolve_config(space=space, dataset="digits", target_latency_ms=5.0)
     cfg = run_config.resolve_config(space="nb201", dataset="digits", latency=table, target_latency_ms=5.0)
     assert cfg["latency"] == {"kind": "device_table", "path": os.path.abspath(full_table), "column": "phone_ms",

@@ -242,6 +242,7 @@ def test_constrained_mode_json_last_line(tmp_path):
     acc = np.array([_synthetic_accuracy(c) - 20.0 for c in all_choices])  # the cifar100 column
     target = float(np.median(lat))
     result = _run_benchmark(f"--table={table}", "--dataset=cifar100", "--budget=40", "--seeds=2",
+                            "--final_queries=10",
                             f"--latency_table={latency}", "--latency_column=phone_ms", f"--target_ms={target}")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()

@@ -33,7 +33,8 @@ from unas_keras.latency.tflite import (CONVERSION_METHODS, QUANTIZE_MODES, TOLER
 __all__ = [
     "BlockSpec", "CONVERSION_METHODS", "DeviceTable", "GPUUnavailableError", "LatencyModel", "LatencySurrogate",
     "LookupTable", "QUANTIZE_MODES", "TOLERANCES", "VerifyReport", "architecture_blocks",
-    "build_lookup_table", "convert_to_tflite", "export_block_models", "parse_benchmark_output", "fit_calibrated_surrogate", "fit_latency_surrogate",
+    "build_lookup_table", "convert_to_tflite", "export_block_models", "fit_calibrated_surrogate",
+    "fit_latency_surrogate", "parse_benchmark_output",
     "latency_report", "lookup_table_surrogate", "measure_keras_gpu", "measure_tflite",
     "measure_tflite_stats", "run_tflite", "space_blocks", "verify_tflite", "weight_count",
 ]
