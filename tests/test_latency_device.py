@@ -138,6 +138,14 @@ def test_one_rule_for_latency_targets(full_table):
     assert run_config.resolve_config(space="proxyless", dataset="digits", target_latency_ms=5.0)["latency"][
         "kind"] == "lookup_table"
     assert run_config.resolve_config(space="nb201", dataset="digits")["latency"] is None
+    # A LatencyModel built from a device table is recorded with the table it reads.
+    from_model = run_config.resolve_config(space="nb201", dataset="digits", latency=table.latency_model(),
+                                           target_latency_ms=5.0)["latency"]
+    assert from_model == dict(cfg["latency"], kind="latency_model")
+    # A run.json written before the key existed compares equal to a run without a latency source.
+    old = run_config.resolve_config(space="nb201", dataset="digits")
+    del old["latency"]
+    assert run_config.config_differences(old, run_config.resolve_config(space="nb201", dataset="digits")) == []
     with pytest.raises(ValueError, match="latency must be a unas_keras.latency.DeviceTable or LatencyModel"):
         run_config.resolve_config(space="nb201", dataset="digits", latency="table.csv")
 

@@ -366,6 +366,7 @@ def comparable(config):
 def config_differences(old, new):
     """Lists `key: old -> new` for every compared setting that differs between two configurations."""
     old, new = comparable(old), comparable(new)
+    old.setdefault("latency", None)  # run.json written before the key existed: no latency source
     out = []
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<missing>") != new.get(key, "<missing>"):
