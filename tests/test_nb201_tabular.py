@@ -271,8 +271,10 @@ def test_constrained_mode_bad_input(tmp_path):
     latency = _write_csv(tmp_path / "lat.csv", [[ALL_SKIP, 1.0, 2.0]],
                          columns=["ArchitectureString", "a_ms", "b_ms"])
     result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}")
+    assert result.returncode == 2 and "--final_queries must be in [0, --budget)" in result.stderr
+    result = _run_benchmark(f"--table={table}", "--budget=60", "--seeds=1", f"--latency_table={latency}")
     assert result.returncode == 2 and "choose the latency column" in result.stderr
-    result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}",
+    result = _run_benchmark(f"--table={table}", "--budget=60", "--seeds=1", f"--latency_table={latency}",
                             "--latency_column=a_ms")
     assert result.returncode == 2 and "does not hold all 15625 cells" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
