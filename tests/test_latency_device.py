@@ -225,3 +225,4 @@ def test_constrained_nb201_search_on_digits_meets_the_median_target(full_table, 
     assert held.history["latency_ms"][-1] < free.history["latency_ms"][-1]
     run = json.load(open(tmp_path / "held" / "run.json"))
     assert run["config"]["latency"]["kind"] == "device_table" and run["config"]["target_latency_ms"] == target
+    assert run["latency_surrogate_held_out"]["spearman"] > 0.9

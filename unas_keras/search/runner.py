@@ -394,6 +394,11 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         if cfg["latency"] is not None:
             latency = _make_latency_model(cfg, latency_source, supernet.search_space, probe.input_shape,
                                           probe.num_classes, os.path.join(work_dir, "latency"), verbose and is_chief)
+            held_out = (getattr(getattr(latency, "surrogate", None), "report", None) or {}).get("held_out")
+            if held_out:  # a surrogate fitted on measured latencies: how well it ranks held-out networks
+                run_info["latency_surrogate_held_out"] = held_out
+                say(f"Latency surrogate on {held_out['n']} held-out networks: Spearman {held_out['spearman']:.3f}, "
+                    f"MAPE {held_out['mape_pct']:.1f}%, MAE {held_out['mae_ms']:.3f} ms.")
         model_kwargs = dict(
             estimator=cfg["estimator"], objective=cfg["objective"], gen_gap_lambda=cfg["gen_gap_lambda"],
             temperature=cfg["temperature"], soften_eps=cfg["soften_eps"], sampling=cfg["sampling"],
