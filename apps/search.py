@@ -41,7 +41,11 @@ flags.DEFINE_integer("epochs", None, "Total epochs, warm-up included.")
 flags.DEFINE_integer("warmup_epochs", None, "Weight-only warm-up epochs.")
 flags.DEFINE_integer("batch_size", None, "Global batch size.")
 flags.DEFINE_integer("steps_per_epoch", None, "Cap on the steps of an epoch (quick runs).")
-flags.DEFINE_float("target_latency_ms", None, "Latency target in ms (TFLite CPU); adds the latency term.")
+flags.DEFINE_float("target_latency_ms", None, "Latency target in ms; adds the latency term (latency from "
+                   "--latency_table, else, in the proxyless space, a TFLite CPU lookup table).")
+flags.DEFINE_string("latency_table", None, "CSV of measured whole-network latencies of your device, one row per "
+                    "architecture (nb201: ArchitectureString column; any space: an 'architecture' JSON column).")
+flags.DEFINE_string("latency_column", None, "Latency column (ms) of --latency_table, e.g. raspi4_ms.")
 flags.DEFINE_integer("seed", None, "Random seed; the search is deterministic with a seed (default 0).")
 flags.DEFINE_integer("init_channels", None, "DARTS space: initial channels C.")
 flags.DEFINE_integer("num_cells", None, "DARTS space: number of cells.")
@@ -60,6 +64,8 @@ flags.DEFINE_integer("verbose", 1, "0 silent, 1 Keras progress bar with ETA, 2 o
 _SEARCH_FLAGS = ("space", "dataset", "output_dir", "estimator", "objective", "epochs", "warmup_epochs",
                  "batch_size", "steps_per_epoch", "target_latency_ms", "seed", "init_channels", "num_cells",
                  "ops", "resolution", "width_multiplier", "checkpoint_every_steps", "data_dir")
+# Flags (and config keys) that name the device latency table; they become search(latency=DeviceTable).
+_LATENCY_FLAGS = ("latency_table", "latency_column")
 # Extra keys a config file may hold (search() keyword arguments without a flag of their own).
 _CONFIG_ONLY = ("image_channels", "temperature", "soften_eps", "sampling", "gen_gap_lambda", "pair_penalty",
                 "weight_lr", "arch_lr", "latency_lambda", "latency_ramp_steps", "val_fraction", "augment",
@@ -101,22 +107,34 @@ def load_config(path):
             raise UsageError(f"--config {path} is not valid JSON: {err}") from None
     if not isinstance(payload, dict):
         raise UsageError(f"--config {path} must hold an object of settings, got {type(payload).__name__}.")
-    unknown = sorted(k for k in payload if k not in _SEARCH_FLAGS + _CONFIG_ONLY + _IGNORED
-                     and not k.startswith("_"))
+    allowed = _SEARCH_FLAGS + _LATENCY_FLAGS + _CONFIG_ONLY
+    unknown = sorted(k for k in payload if k not in allowed + _IGNORED and not k.startswith("_"))
     if unknown:
-        raise UsageError(f"--config {path}: unknown key(s) {unknown}; allowed: "
-                         f"{sorted(_SEARCH_FLAGS + _CONFIG_ONLY)}.")
+        raise UsageError(f"--config {path}: unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
     return {k: v for k, v in payload.items() if k not in _IGNORED and not k.startswith("_")}
 
 
 def settings_from_flags(flag_values):
     """Merges --config and the flags given on the command line (flags win) into search() kwargs."""
     settings = load_config(flag_values.config) if flag_values.config else {}
-    for name in _SEARCH_FLAGS:
+    for name in _SEARCH_FLAGS + _LATENCY_FLAGS:
         if flag_values[name].present:
             settings[name] = flag_values[name].value
     if isinstance(settings.get("ops"), str) and "," in settings["ops"]:
         settings["ops"] = [op.strip() for op in settings["ops"].split(",") if op.strip()]
+    return settings
+
+
+def latency_from_settings(settings):
+    """Replaces `latency_table` / `latency_column` in `settings` by `latency=DeviceTable` (in place)."""
+    path, column = settings.pop("latency_table", None), settings.pop("latency_column", None)
+    if path is None:
+        if column is not None:
+            raise UsageError("--latency_column needs --latency_table.")
+        return settings
+    from unas_keras.latency.device_table import DeviceTable
+
+    settings["latency"] = DeviceTable.from_csv(path, space=settings.get("space", "darts"), column=column)
     return settings
 
 
@@ -147,7 +165,7 @@ def main(argv):
         # The strategy first: it configures devices / the cluster before anything else runs on TensorFlow.
         strategy = distributed.make_strategy(strategy_name, cpu_replicas=FLAGS.cpu_replicas)
 
-        result = search(strategy=strategy, verbose=FLAGS.verbose, **settings)
+        result = search(strategy=strategy, verbose=FLAGS.verbose, **latency_from_settings(settings))
     except (UsageError, ValueError) as err:
         _fail(err)
     if not FLAGS.verbose:

@@ -28,6 +28,23 @@ elementwise Adam), several seeds are simply computed in one `tf.function`.
     python benchmarks/nb201_tabular.py --dataset=all --tune   # equal grids, tuning seeds
 
 The last line printed is one JSON object.
+
+Latency-constrained mode (`--latency_table=CSV --latency_column=NAME [--target_ms=X]`, target default: the
+column's median): the loss gains the device latency as a non-differentiable hinge,
+`L(z) = (100 - accuracy(z)) / 100 + w * max(0, latency(z) / target - 1)` (`--latency_weight` w, ramped up
+from 0 over the first `--latency_ramp` share of the steps); UNAS's control variate adds the same hinge of
+the device table's fitted linear surrogate at the relaxed sample to its ridge model of the accuracy loss.
+Random search answers its best feasible query. REINFORCE and UNAS search with `budget - --final_queries`
+queries, then query the `--final_queries` most probable cells of their final policy that meet the target
+(`--final_rule=feasible_argmax`) and answer the best (`--final_queries=0`: the most probable feasible
+cell; `--final_rule=argmax`: the plain argmax). The last line is
+`{"target_ms", "constrained_optimum", "methods": {"random", "reinforce", "unas"}}`, each method with the
+means over seeds of `final_accuracy`, `final_latency_ms`, `feasible_fraction`, `best_feasible_queried`;
+the line before it holds the details (per-seed figures, plain-argmax figures, the surrogate's held-out
+report).
+
+    python benchmarks/nb201_tabular.py --dataset=cifar100 --latency_table=../shared/data/nb201_latency.csv \
+        --latency_column=raspi4_ms --target_ms=25.68 --reinforce_lr=0.6 --unas_lr=0.6
 """
 
 import itertools
@@ -53,6 +70,7 @@ NUM_EDGES = len(nb201_space.EDGES)
 NUM_OPS = len(nb201_space.OPS)
 PAIRS = tuple(itertools.combinations(range(NUM_EDGES), 2))
 DATASETS = tuple(nb201_table.DATASET_COLUMNS)
+NUM_ARCHITECTURES = NUM_OPS ** NUM_EDGES
 
 QUERY_RULE = (
     "every sampled architecture is one table query, repeats included (no cache); each method gets exactly "
@@ -94,6 +112,17 @@ def _define_flags():
     flags.DEFINE_bool("tune", False, "Tune both methods on an equal grid on tuning seeds first, then evaluate.")
     flags.DEFINE_integer("tune_seeds", 20, "Seeds per grid point when tuning.")
     flags.DEFINE_integer("tune_seed_offset", 100000, "First tuning seed (disjoint from evaluation seeds).")
+    flags.DEFINE_string("latency_table", None, "Device latency CSV (e.g. ../shared/data/nb201_latency.csv): "
+                        "latency-constrained mode.")
+    flags.DEFINE_string("latency_column", None, "Latency column of --latency_table (e.g. raspi4_ms).")
+    flags.DEFINE_float("target_ms", None, "Latency target in ms (default: the column's median).")
+    flags.DEFINE_float("latency_weight", 0.1, "Hinge weight per unit of relative excess over the target (0.1: "
+                       "10%% over the target costs one accuracy point).")
+    flags.DEFINE_float("latency_ramp", 0.7, "Share of the steps over which the hinge weight ramps up from 0.")
+    flags.DEFINE_enum("final_rule", "feasible_argmax", list(FINAL_RULES), "Final architecture of the gradient "
+                      "methods: the policy's argmax, or its most probable cell meeting the target.")
+    flags.DEFINE_integer("final_queries", 30, "Gradient methods: query the final policy's K most probable cells "
+                         "(under --final_rule) and answer the best; the K queries come out of --budget.")
     flags.DEFINE_integer("variance_repeats", 200, "Repeats of the gradient-variance diagnostic (0 = skip it).")
 
 #: Equal tuning grids: 3 learning rates x 3 sample sizes x 2 values of one
@@ -162,12 +191,79 @@ def run_random_search(accuracies, budget, seeds):
     """
     finals, indices = [], []
     for seed in seeds:
-        rng = np.random.default_rng([seed, 7])
-        queried = rng.integers(0, len(accuracies), size=budget)
+        queried = _random_queries(seed, budget)
         best = queried[int(np.argmax(accuracies[queried]))]
         finals.append(float(accuracies[best]))
         indices.append(int(best))
     return finals, list(finals), indices
+
+
+def _random_queries(seed, budget):
+    return np.random.default_rng([seed, 7]).integers(0, NUM_ARCHITECTURES, size=budget)
+
+
+FINAL_RULES = ("argmax", "feasible_argmax")
+
+
+class LatencyConstraint:
+    """A device's latency of every cell, the target and the hinge `weight * max(0, latency / target - 1)`.
+
+    Args:
+        latencies: numpy `[5**6]` measured latencies (ms) indexed by `architecture_index`.
+        target_ms: the latency target.
+        weight: hinge weight per unit of relative excess (1.0: 10% over the target costs as much as 10
+            accuracy points).
+        surrogate: the device's linear surrogate g (a `LatencySurrogate` of the nb201 space).
+        final_rule: `"argmax"` (the final policy's per-edge argmax) or `"feasible_argmax"` (the final
+            policy's most probable cell among those the table says meet the target).
+        ramp: share of the steps over which the hinge weight grows linearly from 0 (the release ramps
+            its latency weight too); the policy first moves towards accurate cells, then is pulled back
+            to the target from above, and ends closer to it than a policy held under it from the start.
+    """
+
+    def __init__(self, latencies, target_ms, weight, surrogate, final_rule="argmax", ramp=0.0):
+        if final_rule not in FINAL_RULES:
+            raise ValueError(f"final rule must be one of {list(FINAL_RULES)}, got {final_rule!r}.")
+        self.latencies = np.asarray(latencies, dtype=np.float64)
+        self.target = float(target_ms)
+        self.weight = float(weight)
+        self.surrogate_bias = float(surrogate.bias)
+        self.surrogate_weights = np.asarray(surrogate.weights["edges"], dtype=np.float64)
+        self.final_rule = final_rule
+        if not 0.0 <= float(ramp) <= 1.0:
+            raise ValueError(f"ramp must be in [0, 1], got {ramp!r}.")
+        self.ramp = float(ramp)
+        self.feasible = self.latencies <= self.target
+        choices = np.stack([(np.arange(NUM_ARCHITECTURES) // NUM_OPS ** (NUM_EDGES - 1 - e)) % NUM_OPS
+                            for e in range(NUM_EDGES)], axis=-1)
+        self._edge_index = np.arange(NUM_EDGES)[None, :]
+        self._choices = choices
+
+    def hinge(self, latency_ms, ops=np, scale=1.0):
+        """`scale * weight * max(0, latency / target - 1)` (numpy or TensorFlow values, by `ops`)."""
+        return scale * self.weight * ops.maximum(0.0, latency_ms / self.target - 1.0)
+
+    def ramp_scale(self, step, steps):
+        """The hinge weight's share at `step` of `steps` (1 without a ramp)."""
+        if self.ramp <= 0.0:
+            return 1.0
+        return min(1.0, (step + 1) / max(1.0, self.ramp * steps))
+
+    def most_probable(self, logits, count=1):
+        """The `count` most probable cells of a policy with logits `[6, 5]`, best first (feasible ones
+        only under `"feasible_argmax"`)."""
+        if self.final_rule == "argmax" and count == 1:
+            return [nb201_table.architecture_index(np.argmax(logits, axis=-1))]
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_p = shifted - np.log(np.sum(np.exp(shifted), -1, keepdims=True))
+        scores = log_p[self._edge_index, self._choices].sum(axis=1)
+        if self.final_rule == "feasible_argmax" and self.feasible.any():
+            scores = np.where(self.feasible, scores, -np.inf)
+        return [int(i) for i in np.argsort(-scores, kind="stable")[:count]]
+
+    def final_index(self, logits):
+        """The final architecture of a policy with logits `[6, 5]` under `final_rule`."""
+        return self.most_probable(logits)[0]
 
 
 def _features(indices, pairwise):
@@ -257,10 +353,13 @@ class GradientSearch:
         baseline_decay: REINFORCE baseline decay.
         temperature: UNAS relaxation temperature.
         ridge_lambda, pairwise, refit_every: UNAS control variate.
+        constraint: optional `LatencyConstraint`: the loss gains its hinge on
+            the measured latency, and UNAS's control variate the same hinge on
+            the device surrogate g at the relaxed sample.
     """
 
     def __init__(self, method, accuracies, seeds, budget, lr, samples, baseline_decay=0.9, temperature=0.4,
-                 ridge_lambda=1.0, pairwise=True, refit_every=1):
+                 ridge_lambda=1.0, pairwise=True, refit_every=1, constraint=None):
         import keras
         import tensorflow as tf
 
@@ -283,6 +382,11 @@ class GradientSearch:
         self.refit_every = refit_every
         self.accuracies = accuracies
         self.table = tf.constant(accuracies, dtype=tf.float32)
+        self.constraint = constraint
+        if constraint is not None:
+            self.latency = tf.constant(constraint.latencies, dtype=tf.float32)
+            self.lat_bias = tf.constant(constraint.surrogate_bias, dtype=tf.float32)
+            self.lat_w = tf.constant(constraint.surrogate_weights, dtype=tf.float32)
         if method == "reinforce":
             self.estimator = estimators.get("reinforce", baseline_decay=baseline_decay)
         else:
@@ -305,7 +409,7 @@ class GradientSearch:
         pair = tf.einsum("mpi,pij,mpj->m", xa, w2, xb)
         return bias + linear + pair
 
-    def _step_fn(self, step, has_model, bias, w1, w2):
+    def _step_fn(self, step, has_model, bias, w1, w2, hinge_scale=1.0):
         """One step for every seed; returns queried indices and losses [S, M]."""
         tf = self.tf
         from unas_keras.estimators import next_baseline
@@ -318,7 +422,10 @@ class GradientSearch:
                 sample = self.estimator.sample(logits, tf.stack([tf.constant(seed, tf.int32), step]))
                 log_prob = tf.reduce_sum(sample.log_prob, axis=-1)
                 idx = tf.reduce_sum(tf.argmax(sample.hard, axis=-1) * self.powers, axis=-1)
-                loss = (100.0 - tf.gather(self.table, idx)) / 100.0
+                acc_loss = (100.0 - tf.gather(self.table, idx)) / 100.0
+                loss = acc_loss
+                if self.constraint is not None:
+                    loss = loss + self.constraint.hinge(tf.gather(self.latency, idx), tf, hinge_scale)
                 batch_mean = tf.reduce_mean(loss)
                 if self.method == "reinforce":
                     used = tf.where(step > 0, self.baseline[s], batch_mean)
@@ -326,10 +433,13 @@ class GradientSearch:
                     new_baselines.append(next_baseline(used, batch_mean, self.baseline_decay))
                 else:
                     g = self._control_variate(sample.relaxed, bias[s], w1[s], w2[s])
+                    if self.constraint is not None:
+                        lat_g = self.lat_bias + tf.reduce_sum(sample.relaxed * self.lat_w, axis=[1, 2])
+                        g = g + self.constraint.hinge(lat_g, tf, hinge_scale)
                     g = tf.where(has_model[s], g, tf.fill(tf.shape(loss), batch_mean))
                     total += self.estimator.surrogate_from_losses(log_prob, loss, g)
                 all_idx.append(idx)
-                all_loss.append(loss)
+                all_loss.append(acc_loss)  # g's ridge part models the accuracy loss; the hinge is known
         grads = tape.gradient(total, [self.logits])
         self.optimizer.apply(grads, [self.logits])
         if new_baselines:
@@ -347,8 +457,9 @@ class GradientSearch:
         stats = RidgeStatistics(num, self.pairwise) if self.method == "unas" else None
         history_idx = []
         for step in range(self.steps):
+            scale = 1.0 if self.constraint is None else self.constraint.ramp_scale(step, self.steps)
             idx, loss = self._step(tf.constant(step, tf.int32), tf.constant(has_model), tf.constant(bias),
-                                   tf.constant(w1), tf.constant(w2))
+                                   tf.constant(w1), tf.constant(w2), tf.constant(scale, tf.float32))
             idx = idx.numpy()
             history_idx.append(idx)
             if stats is not None:
@@ -358,9 +469,12 @@ class GradientSearch:
                     bias, w1, w2 = b.astype("float32"), a1.astype("float32"), a2.astype("float32")
                     has_model[:] = True
         queried = np.concatenate(history_idx, axis=1)
+        self.queried = queried
         best = self.accuracies[queried].max(axis=1)
-        final_choices = np.argmax(self.logits.numpy(), axis=-1)
-        final_idx = [nb201_table.architecture_index(c) for c in final_choices]
+        if self.constraint is not None:
+            final_idx = [self.constraint.final_index(logits) for logits in self.logits.numpy()]
+        else:
+            final_idx = [nb201_table.architecture_index(c) for c in np.argmax(self.logits.numpy(), axis=-1)]
         finals = [float(self.accuracies[i]) for i in final_idx]
         return finals, [float(b) for b in best], final_idx
 
@@ -461,6 +575,137 @@ def tune(method, accuracies, budget, base_config, tune_seeds):
     return best["config"], trials
 
 
+def load_constraint(table_path, column, target_ms, weight, final_rule, ramp=0.0):
+    """The `LatencyConstraint` of one column of a device table (whole NAS-Bench-201 space).
+
+    Returns:
+        (constraint, surrogate report): target None means the column's median.
+    """
+    from unas_keras.latency.device_table import DeviceTable
+    from unas_keras.space.nb201 import NB201SearchSpace
+
+    table = DeviceTable.from_csv(table_path, space="nb201", column=column)
+    space = NB201SearchSpace()
+    latencies = np.full(NUM_ARCHITECTURES, np.nan)
+    for arch, ms in zip(table.architectures(), table.latencies()):
+        latencies[nb201_table.architecture_index(space.encode(arch)["edges"])] = ms
+    if np.isnan(latencies).any():
+        raise cli.UsageError(f"the device table {table_path} does not hold all {NUM_ARCHITECTURES} cells "
+                             f"({len(table)} rows).")
+    surrogate = table.fit_surrogate(space)
+    target = table.median_ms() if target_ms is None else float(target_ms)
+    return LatencyConstraint(latencies, target, weight, surrogate, final_rule, ramp), surrogate.report
+
+
+def constrained_summary(accuracies, constraint, final_idx, queried):
+    """The figures of one method over seeds (the four of the contract, plus per-seed details)."""
+    final_idx = np.asarray(final_idx)
+    best_feasible = []
+    for q in queried:
+        feasible = q[constraint.feasible[q]]
+        best_feasible.append(float(accuracies[feasible].max()) if feasible.size else float("nan"))
+    best_feasible = np.asarray(best_feasible)
+    main = {
+        "final_accuracy": round(float(accuracies[final_idx].mean()), 4),
+        "final_latency_ms": round(float(constraint.latencies[final_idx].mean()), 4),
+        "feasible_fraction": round(float(constraint.feasible[final_idx].mean()), 4),
+        "best_feasible_queried": (round(float(np.nanmean(best_feasible)), 4) if np.isfinite(best_feasible).any()
+                                  else None),
+    }
+    details = {
+        "final_accuracy_per_seed": [round(float(a), 4) for a in accuracies[final_idx]],
+        "final_latency_ms_per_seed": [round(float(a), 4) for a in constraint.latencies[final_idx]],
+        "final_accuracy_std": round(float(accuracies[final_idx].std()), 4),
+        "seeds_without_a_feasible_query": int(np.sum(~np.isfinite(best_feasible))),
+    }
+    return main, details
+
+
+def run_constrained_method(method, accuracies, constraint, budget, seeds, config, final_queries=0):
+    """One method over seeds under a latency constraint: (final indices, queried [S, budget], argmax indices).
+
+    With `final_queries` K > 0 a gradient method searches with `budget - K` queries, then queries the K
+    most probable cells of its final policy (under the final rule) and answers the best of them.
+    """
+    if method == "random":
+        queried = np.stack([_random_queries(seed, budget) for seed in seeds])
+        final = []
+        for q in queried:
+            feasible = q[constraint.feasible[q]]
+            final.append(int(feasible[np.argmax(accuracies[feasible])]) if feasible.size
+                         else int(q[np.argmin(constraint.latencies[q])]))
+        return final, queried, final
+    search = GradientSearch(method, accuracies, seeds, budget - final_queries, constraint=constraint, **config)
+    _, _, final = search.run()
+    logits = search.logits.numpy()
+    argmax = [nb201_table.architecture_index(c) for c in np.argmax(logits, axis=-1)]
+    queried = search.queried
+    if final_queries:
+        tops = np.array([constraint.most_probable(lg, final_queries) for lg in logits])
+        final = [int(top[np.argmax(accuracies[top])]) for top in tops]
+        queried = np.concatenate([queried, tops], axis=1)
+    return final, queried, argmax
+
+
+def run_constrained(accuracies, constraint, budget, seeds, configs, methods=("random", "reinforce", "unas"),
+                    final_queries=0):
+    """The methods (all three by default); returns (the contract's JSON object, details)."""
+    out = {"target_ms": constraint.target,
+           "constrained_optimum": round(float(accuracies[constraint.feasible].max()), 4), "methods": {}}
+    details = {}
+    for method in methods:
+        final, queried, argmax = run_constrained_method(method, accuracies, constraint, budget, seeds,
+                                                        configs.get(method), final_queries)
+        out["methods"][method], details[method] = constrained_summary(accuracies, constraint, final, queried)
+        if method != "random":
+            details[method]["config"] = _method_config(method, configs[method])
+            details[method]["plain_argmax"] = constrained_summary(accuracies, constraint, argmax, queried)[0]
+        _progress(f"{method}: {out['methods'][method]}")
+    return out, details
+
+
+def main_constrained(table, seeds, base):
+    """`--latency_table` mode: one dataset, one device column, the contract's JSON last line."""
+    if FLAGS.dataset == "all":
+        raise cli.UsageError("--latency_table needs one --dataset (not 'all').")
+    if FLAGS.target_ms is not None and not FLAGS.target_ms > 0:
+        raise cli.UsageError(f"--target_ms must be > 0, got {FLAGS.target_ms}.")
+    accuracies = np.asarray(table.accuracy_array(FLAGS.dataset), dtype=np.float64)
+    if np.isnan(accuracies).any():
+        raise cli.UsageError(f"the table {table.path} does not hold all {NUM_ARCHITECTURES} architectures.")
+    if not 0 <= FLAGS.final_queries < FLAGS.budget:
+        raise cli.UsageError(f"--final_queries must be in [0, --budget), got {FLAGS.final_queries}.")
+    for method, config in base.items():
+        if (FLAGS.budget - FLAGS.final_queries) % config["samples"]:
+            raise cli.UsageError(f"--budget - --final_queries ({FLAGS.budget - FLAGS.final_queries}) must be a "
+                                 f"multiple of --{method}_samples ({config['samples']}).")
+    if not 0.0 <= FLAGS.latency_ramp <= 1.0 or FLAGS.latency_weight < 0:
+        raise cli.UsageError("--latency_ramp must be in [0, 1] and --latency_weight >= 0.")
+    constraint, report = load_constraint(FLAGS.latency_table, FLAGS.latency_column, FLAGS.target_ms,
+                                         FLAGS.latency_weight, FLAGS.final_rule, FLAGS.latency_ramp)
+    start = time.time()
+    out, details = run_constrained(accuracies, constraint, FLAGS.budget, seeds, base,
+                                   final_queries=FLAGS.final_queries)
+    details.update(
+        benchmark="nb201_tabular_constrained", dataset=FLAGS.dataset,
+        latency_table=os.path.abspath(FLAGS.latency_table),
+        latency_column=FLAGS.latency_column, budget=FLAGS.budget, seeds=len(seeds), seed_offset=FLAGS.seed_offset,
+        loss=f"(100 - accuracy) / 100 + {FLAGS.latency_weight} * max(0, latency / target - 1)",
+        final_rule=FLAGS.final_rule, final_queries=FLAGS.final_queries, latency_ramp=FLAGS.latency_ramp,
+        final_architecture=(
+            "random: best feasible query; reinforce/unas: "
+            + (f"the best of the final policy's {FLAGS.final_queries} most probable "
+               + ("feasible cells" if FLAGS.final_rule == "feasible_argmax" else "cells")
+               + f" ({FLAGS.final_queries} queries taken from the budget)" if FLAGS.final_queries else
+               ("the final policy's most probable feasible cell" if FLAGS.final_rule == "feasible_argmax"
+                else "the final policy's argmax"))
+            + "; plain_argmax gives the per-edge argmax of the final policy"),
+        surrogate_report=report, query_rule=QUERY_RULE,
+        wall_time_s=round(time.time() - start, 1))
+    print(json.dumps({"details": details}))
+    print(json.dumps(out))
+
+
 def main(argv):
     del argv
     if FLAGS.budget < 1 or FLAGS.seeds < 1:
@@ -481,6 +726,8 @@ def main(argv):
         if FLAGS.budget % config["samples"]:
             raise cli.UsageError(f"--budget ({FLAGS.budget}) must be a multiple of --{method}_samples "
                                  f"({config['samples']}).")
+    if FLAGS.latency_table:
+        return main_constrained(table, seeds, base)
     start = time.time()
     results, tuning = {}, {}
     for dataset in datasets:

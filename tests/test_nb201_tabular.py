@@ -215,3 +215,85 @@ def test_small_tabular_run_on_the_real_table():
         assert stats["best_seen_accuracy"]["max"] <= entry["optimum"]
     random = entry["methods"]["random_search"]
     assert random["final_accuracy"] == random["best_seen_accuracy"]
+
+
+# ------------------------------------------------------------------------ latency-constrained mode
+
+REAL_LATENCY = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "nb201_latency.csv"))
+
+
+def _synthetic_latency_ms(choices):
+    """Convolutions are slow; the synthetic accuracy optimum (all nor_conv_3x3 but one skip) is infeasible
+    at the median."""
+    return 1.0 + sum([0.05, 0.1, 1.0, 3.0, 0.5][c] for c in choices)
+
+
+def _write_synthetic_latency(path):
+    rows = [[nb201_space.format_string([nb201_space.OPS[c] for c in choices]), _synthetic_latency_ms(choices)]
+            for choices in itertools.product(range(5), repeat=6)]
+    return _write_csv(path, rows, columns=["ArchitectureString", "phone_ms"])
+
+
+def test_constrained_mode_json_last_line(tmp_path):
+    table = _write_synthetic_table(tmp_path / "acc.csv")
+    latency = _write_synthetic_latency(tmp_path / "lat.csv")
+    all_choices = list(itertools.product(range(5), repeat=6))
+    lat = np.array([_synthetic_latency_ms(c) for c in all_choices])
+    acc = np.array([_synthetic_accuracy(c) - 20.0 for c in all_choices])  # the cifar100 column
+    target = float(np.median(lat))
+    result = _run_benchmark(f"--table={table}", "--dataset=cifar100", "--budget=40", "--seeds=2",
+                            "--final_queries=10",
+                            f"--latency_table={latency}", "--latency_column=phone_ms", f"--target_ms={target}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    out, details = json.loads(lines[-1]), json.loads(lines[-2])["details"]
+    assert set(out) == {"target_ms", "constrained_optimum", "methods"}
+    assert out["target_ms"] == pytest.approx(target)
+    assert out["constrained_optimum"] == pytest.approx(acc[lat <= target].max(), abs=1e-4)
+    assert set(out["methods"]) == {"random", "reinforce", "unas"}
+    for name, m in out["methods"].items():
+        assert set(m) == {"final_accuracy", "final_latency_ms", "feasible_fraction", "best_feasible_queried"}
+        assert 0.0 <= m["feasible_fraction"] <= 1.0
+        assert m["best_feasible_queried"] <= out["constrained_optimum"] + 1e-6
+    # Random search's answer is its best feasible query: feasible, and equal to best_feasible_queried.
+    random = out["methods"]["random"]
+    assert random["feasible_fraction"] == 1.0 and random["final_latency_ms"] <= target
+    assert random["final_accuracy"] == pytest.approx(random["best_feasible_queried"])
+    assert details["surrogate_report"]["held_out"]["spearman"] > 0.99  # additive latencies
+    assert details["budget"] == 40 and details["final_rule"] == "feasible_argmax"
+    # The default final rule only ever answers feasible cells.
+    for name in ("reinforce", "unas"):
+        assert all(ms <= target for ms in details[name]["final_latency_ms_per_seed"])
+
+
+def test_constrained_mode_bad_input(tmp_path):
+    table = _write_synthetic_table(tmp_path / "acc.csv")
+    latency = _write_csv(tmp_path / "lat.csv", [[ALL_SKIP, 1.0, 2.0]],
+                         columns=["ArchitectureString", "a_ms", "b_ms"])
+    result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}")
+    assert result.returncode == 2 and "--final_queries must be in [0, --budget)" in result.stderr
+    result = _run_benchmark(f"--table={table}", "--budget=60", "--seeds=1", f"--latency_table={latency}")
+    assert result.returncode == 2 and "choose the latency column" in result.stderr
+    result = _run_benchmark(f"--table={table}", "--budget=60", "--seeds=1", f"--latency_table={latency}",
+                            "--latency_column=a_ms")
+    assert result.returncode == 2 and "does not hold all 15625 cells" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@needs_real_table
+@pytest.mark.skipif(not os.path.isfile(REAL_LATENCY), reason=f"device latency table absent at {REAL_LATENCY}")
+def test_constrained_optimum_on_the_shipped_tables():
+    bench = _load_benchmark()
+    table = nb201_table.load_nb201_table(REAL_TABLE)
+    constraint, report = bench.load_constraint(REAL_LATENCY, "raspi4_ms", None, 0.1, "feasible_argmax")
+    assert constraint.target == pytest.approx(25.68, abs=0.01)
+    acc = np.asarray(table.accuracy_array("cifar100"))
+    assert acc[constraint.feasible].max() == pytest.approx(71.63, abs=0.005)
+    assert report["held_out"]["spearman"] > 0.9
+    # The most probable feasible cell of a policy that favours the (infeasible) optimum is feasible.
+    best = int(np.argmax(acc))
+    assert not constraint.feasible[best]
+    logits = np.zeros((6, 5))
+    logits[np.arange(6), bench._choices_of_index(best)] = 3.0
+    assert constraint.feasible[constraint.final_index(logits)]
+    assert constraint.final_index(logits) != best

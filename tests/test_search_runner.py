@@ -62,7 +62,7 @@ def test_explicit_values_override_defaults():
     (dict(seed=-1), "seed"),
     (dict(init_chanels=8), "Unknown option"),
     (dict(ops="nope"), "op set"),
-    (dict(target_latency_ms=10.0), "proxyless space only"),
+    (dict(target_latency_ms=10.0), "needs measured latencies"),
     (dict(dataset=3.5), "dataset must be"),
     (dict(dataset="./no/such/folder"), "does not exist"),
     (dict(dataset=(np.zeros((4, 8, 8)), np.zeros(5))), "labels"),

@@ -186,15 +186,16 @@ class LatencyModel:
         if isinstance(space, str):
             if space != "proxyless":
                 raise ValueError(
-                    f"LatencyModel.for_space supports the proxyless space only, got {space!r}."
+                    f"LatencyModel.for_space times per-block tables of the proxyless space only, got {space!r}; "
+                    "for other spaces measure whole networks and use DeviceTable / LatencyModel.from_device_table."
                 )
             space_obj = ProxylessSearchSpace(backbone or PROXYLESS_BACKBONE)
         else:
             space_obj = _resolve_space(space)
             if getattr(space_obj, "name", None) != "proxyless":
                 raise ValueError(
-                    "LatencyModel.for_space supports the proxyless space only, got "
-                    f"{getattr(space_obj, 'name', type(space_obj).__name__)!r}."
+                    "LatencyModel.for_space times per-block tables of the proxyless space only, got "
+                    f"{getattr(space_obj, 'name', type(space_obj).__name__)!r}; for other spaces use DeviceTable."
                 )
         if surrogate not in ("lut", "ridge"):
             raise ValueError(f"surrogate must be 'lut' or 'ridge', got {surrogate!r}.")
@@ -236,3 +237,18 @@ class LatencyModel:
             table = LookupTable.load(table)
         space = search_space if search_space is not None else ProxylessSearchSpace(table.backbone)
         return cls(table.predict, lookup_table_surrogate(table, space), table=table)
+
+    @classmethod
+    def from_device_table(cls, table, search_space=None, **fit_options):
+        """A `LatencyModel` from a `DeviceTable` (or the path of its CSV, with `space=` / `column=`).
+
+        L_n is the measured latency (an architecture the table lacks raises
+        ValueError); g is the ridge surrogate fitted on the table, its held-out
+        figures in `surrogate.report` (see `DeviceTable.fit_surrogate`).
+        """
+        from unas_keras.latency.device_table import DeviceTable
+
+        if not isinstance(table, DeviceTable):
+            csv_options = {k: fit_options.pop(k) for k in ("space", "column") if k in fit_options}
+            table = DeviceTable.from_csv(table, **csv_options)
+        return table.latency_model(search_space, **fit_options)

@@ -201,6 +201,27 @@ class LookupTable:
         return cls(entries, metadata, overhead)
 
     @classmethod
+    def from_device_results(cls, manifest, results, statistic="avg", device=None, threads=None):
+        """A table from block timings taken on a device (see `export_block_models`).
+
+        Args:
+            manifest: the `manifest.json` written by `export_block_models` (or its folder).
+            results: TensorFlow Lite `benchmark_model` output (text, one or many runs; each run's
+                `Graph: [...]` names the file) or a CSV with a `model` column (file name or block key)
+                and an `ms` (or `us`) column.
+            statistic: for benchmark_model output, `"avg"` (its `Inference (avg)`) or `"min"` (the
+                minimum of the timed runs).
+            device: a label for the metadata (e.g. "pixel7").
+            threads: the threads the blocks were timed with, for the metadata.
+
+        Raises:
+            ValueError: an unreadable file, or a block (or the overhead model) with no timing.
+        """
+        from unas_keras.latency.device_blocks import table_from_device_results
+
+        return table_from_device_results(manifest, results, statistic=statistic, device=device, threads=threads)
+
+    @classmethod
     def load(cls, path):
         """Reads a table written by `save`.
 
@@ -233,33 +254,42 @@ def _progress_printer(progress):
     return show
 
 
-def measure_block(block, threads=1, runs=20, warmup=5, backbone=PROXYLESS_BACKBONE, width_multiplier=1.0,
-                  statistic="median"):
-    """LiteRT latency (ms; median by default) of one block as its own TFLite model.
+def block_tflite(block, backbone=PROXYLESS_BACKBONE, width_multiplier=1.0):
+    """The float32 `.tflite` bytes of one block as its own model (what the table times).
 
     `backbone` and `width_multiplier` select the network whose stem/head
     layers are copied (see `blocks.build_block_model`).
     """
     from unas_keras.latency.tflite import convert_to_tflite
+
+    return convert_to_tflite(blocks_lib.build_block_model(block, backbone, width_multiplier), method="frozen_graph")
+
+
+def overhead_tflite():
+    """The `.tflite` bytes of a trivial model (1x1x1 ReLU): its time is the cost of one invocation."""
+    import keras
+
+    from unas_keras.latency.tflite import convert_to_tflite
+
+    inputs = keras.Input((1, 1, 1), batch_size=1)
+    return convert_to_tflite(keras.Model(inputs, keras.layers.ReLU()(inputs)), method="frozen_graph")
+
+
+def measure_block(block, threads=1, runs=20, warmup=5, backbone=PROXYLESS_BACKBONE, width_multiplier=1.0,
+                  statistic="median"):
+    """LiteRT latency (ms; median by default) of one block as its own TFLite model (see `block_tflite`)."""
     from unas_keras.latency.timing import measure_tflite_stats
 
-    model = blocks_lib.build_block_model(block, backbone, width_multiplier)
-    stats = measure_tflite_stats(convert_to_tflite(model, method="frozen_graph"), threads=threads,
-                                 runs=runs, warmup=warmup)
+    stats = measure_tflite_stats(block_tflite(block, backbone, width_multiplier), threads=threads, runs=runs,
+                                 warmup=warmup)
     return stats[f"{statistic}_ms"]
 
 
 def measure_invoke_overhead(threads=1, runs=200, warmup=20, statistic="median"):
     """LiteRT latency (ms) of a trivial model: the fixed cost of one invocation."""
-    import keras
-
-    from unas_keras.latency.tflite import convert_to_tflite
     from unas_keras.latency.timing import measure_tflite_stats
 
-    inputs = keras.Input((1, 1, 1), batch_size=1)
-    model = keras.Model(inputs, keras.layers.ReLU()(inputs))
-    stats = measure_tflite_stats(convert_to_tflite(model, method="frozen_graph"), threads=threads,
-                                 runs=runs, warmup=warmup)
+    stats = measure_tflite_stats(overhead_tflite(), threads=threads, runs=runs, warmup=warmup)
     return stats[f"{statistic}_ms"]
 
 

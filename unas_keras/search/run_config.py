@@ -27,6 +27,8 @@ import os
 import numpy as np
 
 SPACES = ("darts", "proxyless", "nb201")
+# Spaces whose latency target works without a latency source: per-block TFLite tables timed on this machine.
+DEFAULT_LATENCY_SPACES = ("proxyless",)
 OBJECTIVES = ("gen_gap", "train", "val")
 SAMPLINGS = ("per_example", "per_minibatch")
 PROFILES = ("demo", "cifar", "imagenet", "generic")
@@ -180,6 +182,35 @@ def describe_dataset(dataset):
         f"arrays; got {type(dataset).__name__}.")
 
 
+def describe_latency(latency, space):
+    """JSON description of a search's latency source (what run.json records), or None.
+
+    Args:
+        latency: None, a `unas_keras.latency.DeviceTable` of `space`, or a `LatencyModel` (anything with
+            `predict_ms` and `surrogate_weights`).
+        space: the search space.
+
+    Raises:
+        ValueError: on another object, or a device table of another space.
+    """
+    if latency is None:
+        return None
+    from unas_keras.latency.device_table import DeviceTable
+
+    table = latency if isinstance(latency, DeviceTable) else getattr(latency, "table", None)
+    if isinstance(latency, DeviceTable) or isinstance(table, DeviceTable):
+        if table.space != space:
+            raise ValueError(f"The latency table holds {table.space!r} architectures; the search is in the "
+                             f"{space!r} space.")
+        out = {"kind": "device_table", "path": os.path.abspath(table.path) if table.path else None,
+               "column": table.column, "sha256": table.fingerprint()}
+        return out if latency is table else dict(out, kind="latency_model")
+    if not (callable(getattr(latency, "predict_ms", None)) and callable(getattr(latency, "surrogate_weights", None))):
+        raise ValueError("latency must be a unas_keras.latency.DeviceTable or LatencyModel (predict_ms and "
+                         f"surrogate_weights); got {type(latency).__name__}.")
+    return {"kind": "latency_model", "type": type(latency).__name__}
+
+
 def _check_int(value, name, minimum, allow_none=False):
     if value is None and allow_none:
         return None
@@ -206,7 +237,7 @@ def _check_choice(value, name, allowed):
 
 def resolve_config(space="darts", dataset="digits", estimator=None, objective=None, epochs=None,
                    warmup_epochs=None, batch_size=None, seed=0, target_latency_ms=None,
-                   steps_per_epoch=None, checkpoint_every_steps=None, data_dir=None, **options):
+                   steps_per_epoch=None, checkpoint_every_steps=None, data_dir=None, latency=None, **options):
     """Returns the effective, validated configuration of a search as a plain dict.
 
     Args:
@@ -217,6 +248,7 @@ def resolve_config(space="darts", dataset="digits", estimator=None, objective=No
         checkpoint_every_steps: also checkpoint every this many steps inside an epoch (None: only at
             epoch ends and every 10 minutes).
         data_dir: tensorflow-datasets data directory.
+        latency: a `DeviceTable` or `LatencyModel` (see `describe_latency`), or None.
         **options: search options (`SEARCH_OPTIONS`, e.g. `resolution`, `temperature`, `soften_eps`)
             and space options (`SPACE_OPTIONS[space]`); None values pick the default.
 
@@ -300,8 +332,15 @@ def resolve_config(space="darts", dataset="digits", estimator=None, objective=No
         seed = _check_int(seed, "seed", 0)
     target_latency_ms = _check_float(target_latency_ms, "target_latency_ms", 0.0, strict=True,
                                      allow_none=True)
-    if target_latency_ms is not None and space != "proxyless":
-        raise ValueError(f"target_latency_ms is supported for the proxyless space only, not {space!r}.")
+    latency = describe_latency(latency, space)
+    if target_latency_ms is not None and latency is None:
+        if space not in DEFAULT_LATENCY_SPACES:
+            raise ValueError(
+                f"target_latency_ms in the {space!r} space needs measured latencies: pass latency= a "
+                "unas_keras.latency.DeviceTable (or a LatencyModel built from one), or --latency_table=CSV "
+                f"--latency_column=NAME. Only {list(DEFAULT_LATENCY_SPACES)} have a default (a TFLite CPU "
+                "lookup table timed on this machine).")
+        latency = {"kind": "lookup_table", "device": "this CPU (LiteRT)"}
     steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", 1, allow_none=True)
     checkpoint_every_steps = _check_int(checkpoint_every_steps, "checkpoint_every_steps", 1, allow_none=True)
 
@@ -329,7 +368,7 @@ def resolve_config(space="darts", dataset="digits", estimator=None, objective=No
         space_options["cells_per_stage"] = _check_int(space_options["cells_per_stage"], "cells_per_stage", 1)
 
     cfg.update(space=space, dataset=dataset_desc, profile=profile, seed=seed,
-               target_latency_ms=target_latency_ms, steps_per_epoch=steps_per_epoch,
+               target_latency_ms=target_latency_ms, latency=latency, steps_per_epoch=steps_per_epoch,
                checkpoint_every_steps=checkpoint_every_steps, data_dir=data_dir,
                space_options=space_options)
     return dict(sorted(cfg.items()))
@@ -353,6 +392,7 @@ def comparable(config):
 def config_differences(old, new):
     """Lists `key: old -> new` for every compared setting that differs between two configurations."""
     old, new = comparable(old), comparable(new)
+    old.setdefault("latency", None)  # run.json written before the key existed: no latency source
     out = []
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<missing>") != new.get(key, "<missing>"):

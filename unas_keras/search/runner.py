@@ -170,12 +170,15 @@ def _make_optimizers(cfg, steps_per_epoch):
     return weight_optimizer, arch_optimizer
 
 
-def _make_latency_model(cfg, input_shape, num_classes, cache_dir, verbose):
-    """The latency model of a latency-constrained search (TFLite CPU per-block lookup table)."""
+def _make_latency_model(cfg, source, search_space, input_shape, num_classes, cache_dir, verbose):
+    """The latency model of a search: the given source (a device table's surrogate is fitted for
+    `search_space`), else the default of the space (a TFLite CPU per-block lookup table)."""
     from unas_keras import latency
 
-    if cfg["space"] != "proxyless":
-        raise ValueError(f"target_latency_ms is supported for the proxyless space only, not {cfg['space']!r}.")
+    if isinstance(source, latency.DeviceTable):
+        return source.latency_model(search_space)
+    if source is not None:
+        return source
     options = run_config.supernet_options(cfg)
     return latency.LatencyModel.for_space(
         "proxyless", input_shape=tuple(input_shape), num_classes=num_classes, cache_dir=cache_dir,
@@ -241,7 +244,7 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
            temperature=None, soften_eps=None, sampling=None, gen_gap_lambda=None, pair_penalty=None,
            weight_lr=None, arch_lr=None, latency_lambda=None, latency_ramp_steps=None, val_fraction=None,
            augment=None, checkpoint_every_steps=None, data_dir=None, use_custom_loop=False, callbacks=None,
-           deterministic=None, **space_options):
+           deterministic=None, latency=None, **space_options):
     """Runs a UNAS architecture search and writes its results to a folder.
 
     Defaults depend on the space and the dataset (see `run_config.DEFAULTS`). On the embedded digits set
@@ -269,8 +272,12 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
         output_dir: the results folder (default: a new folder under ./runs/). An unfinished run there is
             resumed; a finished one with the same configuration is returned without work; a different
             configuration is refused.
-        target_latency_ms: add the latency term `latency_lambda * max(0, latency - target)` with the
-            latency predicted by `unas_keras.latency.LatencyModel` (TFLite CPU timings).
+        target_latency_ms: add the latency term `latency_lambda * max(0, latency - target)` (a
+            non-differentiable loss, through its linear surrogate) with the latency of `latency`.
+        latency: where latencies come from: a `unas_keras.latency.DeviceTable` of measured whole networks
+            (any space; its surrogate is fitted on the table), a `LatencyModel`, or None (proxyless only:
+            a TFLite CPU per-block lookup table timed on this machine). Every sampled architecture must be
+            in a device table.
         strategy: a `tf.distribute.Strategy` ("default", "mirrored" or "multi_worker" are accepted as
             names), or None for the default strategy.
         steps_per_epoch: cap on the steps of an epoch (quick runs).
@@ -318,7 +325,7 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
         space=space, dataset=dataset, estimator=estimator, objective=objective, epochs=epochs,
         warmup_epochs=warmup_epochs, batch_size=batch_size, seed=seed, target_latency_ms=target_latency_ms,
         steps_per_epoch=steps_per_epoch, checkpoint_every_steps=checkpoint_every_steps, data_dir=data_dir,
-        **options)
+        latency=latency, **options)
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
 
@@ -365,7 +372,8 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     try:
         return _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
                     chief_checkpoints, effective_seed, verbose, use_custom_loop, started, user_callbacks,
-                    bool(deterministic or determinism_was_on), callbacks_lib, checkpoint_lib, distributed)
+                    bool(deterministic or determinism_was_on), callbacks_lib, checkpoint_lib, distributed,
+                    latency_source=latency)
     finally:
         if not is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -427,7 +435,7 @@ def _disable_op_determinism():
 
 def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
          chief_checkpoints, seed, verbose, use_custom_loop, started, user_callbacks, deterministic,
-         callbacks_lib, checkpoint_lib, distributed):
+         callbacks_lib, checkpoint_lib, distributed, latency_source=None):
     import keras
 
     from unas_keras.data import search_data
@@ -472,9 +480,14 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         supernet = build_supernet(cfg["space"], probe.num_classes, probe.input_shape,
                                   **run_config.supernet_options(cfg))
         latency = None
-        if cfg["target_latency_ms"] is not None:
-            latency = _make_latency_model(cfg, probe.input_shape, probe.num_classes,
-                                          os.path.join(work_dir, "latency"), verbose and is_chief)
+        if cfg["latency"] is not None:
+            latency = _make_latency_model(cfg, latency_source, supernet.search_space, probe.input_shape,
+                                          probe.num_classes, os.path.join(work_dir, "latency"), verbose and is_chief)
+            held_out = (getattr(getattr(latency, "surrogate", None), "report", None) or {}).get("held_out")
+            if held_out:  # a surrogate fitted on measured latencies: how well it ranks held-out networks
+                run_info["latency_surrogate_held_out"] = held_out
+                say(f"Latency surrogate on {held_out['n']} held-out networks: Spearman {held_out['spearman']:.3f}, "
+                    f"MAPE {held_out['mape_pct']:.1f}%, MAE {held_out['mae_ms']:.3f} ms.")
         model_kwargs = dict(
             estimator=cfg["estimator"], objective=cfg["objective"], gen_gap_lambda=cfg["gen_gap_lambda"],
             temperature=cfg["temperature"], soften_eps=cfg["soften_eps"], sampling=cfg["sampling"],
