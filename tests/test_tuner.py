@@ -341,7 +341,8 @@ def test_hyperband_budget_is_the_search_length(tmp_path, fake_search):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
+# RandomSearchOracle is the default oracle: test_trials_models_summary_and_resume runs it.
+@pytest.mark.parametrize("kind", ["bayesian", "hyperband"])
 def test_oracles_run_real_searches(tmp_path, kind):
     """Each keras-tuner oracle drives two real (tiny) UNAS searches to completion."""
     tuner = tuner_lib.UNASTuner(space="nb201", objective="gen_gap", estimator="reinforce",
