@@ -186,6 +186,22 @@ def test_shared_forward_gives_the_naive_gradients(recompute_val_pass):
 
 
 # ---------------------------------------------------------------- estimators and objectives
+def test_passes_without_gradient_share_one_loop_with_the_same_results():
+    model = _model()
+    (x_train, _), (x_val, _) = _batches()
+    sample = model.sample_architectures(4, step=0)
+    hard, relaxed = model.supernet.mix_weights(sample.hard), model.supernet.mix_weights(sample.relaxed)
+    passes = [("hard_val", x_val, hard, True), ("hard_train", x_train, hard, True),
+              ("relaxed_val", x_val, relaxed, False)]
+    looped = tf.function(lambda: model._forward_without_gradient(passes))
+    ops_in_graph = {op.type for op in looped.get_concrete_function().graph.get_operations()}
+    assert "While" in ops_in_graph or "StatelessWhile" in ops_in_graph  # one loop, not three copies
+    out = looped()
+    assert list(out) == ["hard_val", "hard_train", "relaxed_val"]
+    for name, images, weights, _ in passes:
+        np.testing.assert_allclose(out[name], model._forward(images, weights), atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "estimator, objective, passes",
     [
