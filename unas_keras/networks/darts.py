@@ -319,3 +319,8 @@ def build_darts_supernet(num_classes, input_shape, ops="unas", init_channels=16,
     """Builds the UNAS DARTS-space supernet; see `DartsSupernet`."""
     return DartsSupernet(num_classes, input_shape, ops=ops, init_channels=init_channels,
                          num_cells=num_cells, skip_threshold=skip_threshold)
+
+
+# The names the space registry (unas_keras.space.spec.SpaceSpec) calls.
+build_supernet = build_darts_supernet
+build_model = build_darts_model

@@ -214,3 +214,8 @@ def build_nb201_supernet(num_classes, input_shape, channels=16, cells_per_stage=
         and `mix_weights(samples)`.
     """
     return NB201Supernet(num_classes, input_shape, channels=channels, cells_per_stage=cells_per_stage)
+
+
+# The names the space registry (unas_keras.space.spec.SpaceSpec) calls.
+build_supernet = build_nb201_supernet
+build_model = build_nb201_model

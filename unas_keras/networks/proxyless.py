@@ -411,3 +411,8 @@ def _weight_leaves(layer):
         leaf for leaf in layer._flatten_layers(include_self=True, recursive=True)
         if leaf.weights and not list(leaf._flatten_layers(include_self=False, recursive=False))
     ]
+
+
+# The names the space registry (unas_keras.space.spec.SpaceSpec) calls.
+build_supernet = build_proxyless_supernet
+build_model = build_proxyless_model

@@ -9,7 +9,9 @@ pairs. A network has a normal and a reduction cell type.
 import dataclasses
 import random
 
-from unas_keras.space._validate import require_dict, require_int, require_list, require_str
+from unas_keras._validate import check_int
+from unas_keras.space.spec import SpaceSpec
+from unas_keras._validate import require_dict, require_int, require_list, require_str
 
 NUM_NODES = 4
 CELL_TYPES = ("normal", "reduce")
@@ -197,3 +199,45 @@ class DartsSearchSpace:
             for name, (rows, k) in self.decisions().items()
         }
         return self.to_architecture(choices)
+
+
+def _check_supernet_options(options):
+    """Validates the DARTS supernet options (`ops`, `init_channels`, `num_cells`)."""
+    out = dict(options)
+    out["init_channels"] = check_int(out["init_channels"], "init_channels", 1)
+    out["num_cells"] = check_int(out["num_cells"], "num_cells", 3)
+    resolve_ops(out["ops"])  # raises ValueError listing the allowed names
+    out["ops"] = out["ops"] if isinstance(out["ops"], str) else list(out["ops"])
+    return out
+
+
+SPEC = SpaceSpec(
+    name="darts",
+    search_space_class=DartsSearchSpace,
+    genotype_class=DartsGenotype,
+    networks_module="unas_keras.networks.darts",
+    supernet_options=("ops", "init_channels", "num_cells"),
+    check_supernet_options=_check_supernet_options,
+    search_space_options=("ops",),
+    network_options=("init_channels", "num_cells", "auxiliary", "drop_path_rate"),
+    inherited_network_options=("init_channels", "num_cells"),
+    profile_defaults={
+        # digits: 8x8 grey images upsampled to 16x16 (two reductions -> 4x4); 3 cells (normal, reduce,
+        # reduce) with all 7 UNAS ops, C = 8: tracing the supernet's step dominates a short run.
+        "demo": dict(resolution=16, image_channels=1, batch_size=32, epochs=6, warmup_epochs=1,
+                     sampling="per_example", soften_eps=0.0,
+                     space_options=dict(ops="unas", init_channels=8, num_cells=3)),
+        # CIFAR (the release: 4 GPUs x 32, 15 warm-up + 85 search epochs, 7 ops, per-example samples).
+        "cifar": dict(resolution=32, image_channels=3, batch_size=128, epochs=100, warmup_epochs=15,
+                      sampling="per_example", soften_eps=0.0,
+                      space_options=dict(ops="unas", init_channels=16, num_cells=8)),
+        # ImageNet (the release: 8 GPUs x 24, 5 + 15 epochs, 14 cells, 5 ops, one architecture per
+        # minibatch, logits softened with eps 0.08).
+        "imagenet": dict(resolution=224, image_channels=3, batch_size=192, epochs=20, warmup_epochs=5,
+                         sampling="per_minibatch", soften_eps=0.08,
+                         space_options=dict(ops="unas_imagenet", init_channels=16, num_cells=14)),
+        "generic": dict(resolution=32, image_channels=3, batch_size=32, epochs=10, warmup_epochs=2,
+                        sampling="per_example", soften_eps=0.0,
+                        space_options=dict(ops="unas", init_channels=8, num_cells=5)),
+    },
+)

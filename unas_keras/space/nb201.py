@@ -8,7 +8,9 @@ A cell has 4 nodes; node `j` sums one operation applied to each earlier node
 import dataclasses
 import random
 
-from unas_keras.space._validate import require_dict, require_list, require_str
+from unas_keras._validate import check_int
+from unas_keras.space.spec import SpaceSpec
+from unas_keras._validate import require_dict, require_list, require_str
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4
@@ -111,3 +113,37 @@ class NB201SearchSpace:
     def sample(self, seed=None):
         rng = random.Random(seed)
         return self.to_architecture({"edges": [rng.randrange(len(OPS)) for _ in EDGES]})
+
+
+def _check_supernet_options(options):
+    """Validates the NAS-Bench-201 supernet options (`channels`, `cells_per_stage`)."""
+    out = dict(options)
+    out["channels"] = check_int(out["channels"], "channels", 1)
+    out["cells_per_stage"] = check_int(out["cells_per_stage"], "cells_per_stage", 1)
+    return out
+
+
+SPEC = SpaceSpec(
+    name="nb201",
+    search_space_class=NB201SearchSpace,
+    genotype_class=NB201Genotype,
+    networks_module="unas_keras.networks.nb201",
+    supernet_options=("channels", "cells_per_stage"),
+    check_supernet_options=_check_supernet_options,
+    network_options=("channels", "cells_per_stage"),
+    inherited_network_options=("channels", "cells_per_stage"),
+    profile_defaults={
+        "demo": dict(resolution=16, image_channels=1, batch_size=32, epochs=6, warmup_epochs=1,
+                     sampling="per_example", soften_eps=0.0,
+                     space_options=dict(channels=8, cells_per_stage=1)),
+        "cifar": dict(resolution=32, image_channels=3, batch_size=128, epochs=100, warmup_epochs=15,
+                      sampling="per_example", soften_eps=0.0,
+                      space_options=dict(channels=16, cells_per_stage=5)),
+        "imagenet": dict(resolution=64, image_channels=3, batch_size=192, epochs=35, warmup_epochs=20,
+                         sampling="per_minibatch", soften_eps=0.08,
+                         space_options=dict(channels=16, cells_per_stage=5)),
+        "generic": dict(resolution=32, image_channels=3, batch_size=32, epochs=10, warmup_epochs=2,
+                        sampling="per_example", soften_eps=0.0,
+                        space_options=dict(channels=8, cells_per_stage=1)),
+    },
+)

@@ -10,7 +10,9 @@ import dataclasses
 import random
 import re
 
-from unas_keras.space._validate import require_dict, require_int, require_list, require_str
+from unas_keras._validate import check_float
+from unas_keras.space.spec import SpaceSpec
+from unas_keras._validate import require_dict, require_int, require_list, require_str
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (3, 6)
@@ -215,3 +217,52 @@ class ProxylessSearchSpace:
             for name, (rows, k) in self.decisions().items()
         }
         return self.to_architecture(choices)
+
+
+def _check_supernet_options(options):
+    """Validates the ProxylessNAS supernet options (`width_multiplier`, `backbone`)."""
+    out = dict(options)
+    out["width_multiplier"] = check_float(out["width_multiplier"], "width_multiplier", 0.0, strict=True)
+    if out.get("backbone") is not None:
+        # Another depth / width plan than ProxylessNAS's 21 layers.
+        backbone = out["backbone"]
+        if not isinstance(backbone, MBConvBackbone):
+            backbone = MBConvBackbone.from_dict(backbone)  # raises ValueError on a malformed plan
+        out["backbone"] = backbone.to_dict()
+    return out
+
+
+def _builder_options(options):
+    """The supernet builder's options: a backbone dict as an `MBConvBackbone`."""
+    out = dict(options)
+    if out.get("backbone") is not None and not isinstance(out["backbone"], MBConvBackbone):
+        out["backbone"] = MBConvBackbone.from_dict(out["backbone"])
+    if "backbone" in out and out["backbone"] is None:
+        del out["backbone"]
+    return out
+
+
+SPEC = SpaceSpec(
+    name="proxyless",
+    search_space_class=ProxylessSearchSpace,
+    genotype_class=ProxylessGenotype,
+    networks_module="unas_keras.networks.proxyless",
+    supernet_options=("width_multiplier", "backbone"),
+    check_supernet_options=_check_supernet_options,
+    builder_options=_builder_options,
+    search_space_options=("backbone",),
+    network_options=("width_multiplier", "dropout_rate"),
+    inherited_network_options=("width_multiplier",),
+    has_default_latency=True,
+    profile_defaults={
+        "demo": dict(resolution=32, image_channels=1, batch_size=32, epochs=6, warmup_epochs=1,
+                     sampling="per_minibatch", soften_eps=0.0, space_options=dict(width_multiplier=0.25)),
+        "cifar": dict(resolution=32, image_channels=3, batch_size=128, epochs=100, warmup_epochs=15,
+                      sampling="per_minibatch", soften_eps=0.0, space_options=dict(width_multiplier=1.0)),
+        # ImageNet (the release: 20 warm-up + 15 search epochs, one architecture per minibatch).
+        "imagenet": dict(resolution=224, image_channels=3, batch_size=192, epochs=35, warmup_epochs=20,
+                         sampling="per_minibatch", soften_eps=0.08, space_options=dict(width_multiplier=1.0)),
+        "generic": dict(resolution=32, image_channels=3, batch_size=32, epochs=10, warmup_epochs=2,
+                        sampling="per_minibatch", soften_eps=0.0, space_options=dict(width_multiplier=0.25)),
+    },
+)
