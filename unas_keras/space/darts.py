@@ -221,6 +221,10 @@ SPEC = SpaceSpec(
     search_space_options=("ops",),
     network_options=("init_channels", "num_cells", "auxiliary", "drop_path_rate"),
     inherited_network_options=("init_channels", "num_cells"),
+    option_help={"ops": "DARTS space: op set (unas, unas_imagenet, darts) or a list of op names "
+                        "(comma-separated on the command line).",
+                 "init_channels": "DARTS space: initial channels C.",
+                 "num_cells": "DARTS space: number of cells."},
     profile_defaults={
         # digits: 8x8 grey images upsampled to 16x16 (two reductions -> 4x4); 3 cells (normal, reduce,
         # reduce) with all 7 UNAS ops, C = 8: tracing the supernet's step dominates a short run.

@@ -132,6 +132,8 @@ SPEC = SpaceSpec(
     check_supernet_options=_check_supernet_options,
     network_options=("channels", "cells_per_stage"),
     inherited_network_options=("channels", "cells_per_stage"),
+    option_help={"channels": "NAS-Bench-201 space: channels of the first stage.",
+                 "cells_per_stage": "NAS-Bench-201 space: cells per stage."},
     profile_defaults={
         "demo": dict(resolution=16, image_channels=1, batch_size=32, epochs=6, warmup_epochs=1,
                      sampling="per_example", soften_eps=0.0,

@@ -254,6 +254,9 @@ SPEC = SpaceSpec(
     network_options=("width_multiplier", "dropout_rate"),
     inherited_network_options=("width_multiplier",),
     has_default_latency=True,
+    option_help={"width_multiplier": "ProxylessNAS space: width multiplier.",
+                 "backbone": "ProxylessNAS space: the MBConv backbone plan (an MBConvBackbone or its dict; "
+                             "default ProxylessNAS's 21 layers)."},
     profile_defaults={
         "demo": dict(resolution=32, image_channels=1, batch_size=32, epochs=6, warmup_epochs=1,
                      sampling="per_minibatch", soften_eps=0.0, space_options=dict(width_multiplier=0.25)),

@@ -38,6 +38,7 @@ class SpaceSpec:
             settings of the space on that profile, with its supernet options under `"space_options"`.
         has_default_latency: whether a latency target works without a measured table (per-block TFLite
             timings on this machine).
+        option_help: supernet option name -> one line of help (command-line flags, docs).
     """
 
     name: str
@@ -52,6 +53,7 @@ class SpaceSpec:
     search_space_options: Tuple[str, ...] = ()
     builder_options: Callable[[Mapping[str, Any]], dict] = _identity
     has_default_latency: bool = False
+    option_help: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def search_space(self, **options):
         """The space's decisions object; `options` may hold any supernet options (others are ignored)."""
