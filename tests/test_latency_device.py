@@ -12,7 +12,7 @@ import pytest
 
 import unas_keras as uk
 from unas_keras.latency import DeviceTable, LatencyModel
-from unas_keras.search import run_config
+from unas_keras.config import SearchConfig, classify, config_differences
 from unas_keras.space import nb201 as nb201_space
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,7 +101,7 @@ def test_any_space_through_architecture_json(tmp_path):
         "darts", 0.0, {k: np.zeros(v) for k, v in model.surrogate.search_space.decisions().items()}).weights)
     # A darts table cannot serve an nb201 search, and an nb201 row cannot sit in a darts table.
     with pytest.raises(ValueError, match="'darts' architectures; the search is in the 'nb201' space"):
-        run_config.resolve_config(space="nb201", dataset="digits", latency=table, target_latency_ms=5.0)
+        SearchConfig.resolve(space="nb201", dataset="digits", latency=table, target_latency_ms=5.0)
     bad = _write(tmp_path / "bad.csv", ["architecture", "pixel_ms"],
                  [[uk.sample_architecture("nb201", seed=0).to_json(indent=None), 1.0]])
     with pytest.raises(ValueError, match="line 2: a 'nb201' architecture in a 'darts' table"):
@@ -130,24 +130,23 @@ def test_one_rule_for_latency_targets(full_table):
     table = DeviceTable.from_csv(full_table, space="nb201", column="phone_ms")
     for space in ("nb201", "darts"):
         with pytest.raises(ValueError, match="needs measured latencies: pass latency= a unas_keras.latency.Device"):
-            run_config.resolve_config(space=space, dataset="digits", target_latency_ms=5.0)
-    cfg = run_config.resolve_config(space="nb201", dataset="digits", latency=table, target_latency_ms=5.0)
-    assert cfg["latency"] == {"kind": "device_table", "path": os.path.abspath(full_table), "column": "phone_ms",
+            SearchConfig.resolve(space=space, dataset="digits", target_latency_ms=5.0)
+    cfg = SearchConfig.resolve(space="nb201", dataset="digits", latency=table, target_latency_ms=5.0)
+    assert cfg.latency == {"kind": "device_table", "path": os.path.abspath(full_table), "column": "phone_ms",
                               "sha256": table.fingerprint()}
-    assert cfg["target_latency_ms"] == 5.0
-    assert run_config.resolve_config(space="proxyless", dataset="digits", target_latency_ms=5.0)["latency"][
-        "kind"] == "lookup_table"
-    assert run_config.resolve_config(space="nb201", dataset="digits")["latency"] is None
+    assert cfg.target_latency_ms == 5.0
+    assert SearchConfig.resolve(space="proxyless", dataset="digits", target_latency_ms=5.0).latency["kind"] == "lookup_table"
+    assert SearchConfig.resolve(space="nb201", dataset="digits").latency is None
     # A LatencyModel built from a device table is recorded with the table it reads.
-    from_model = run_config.resolve_config(space="nb201", dataset="digits", latency=table.latency_model(),
-                                           target_latency_ms=5.0)["latency"]
-    assert from_model == dict(cfg["latency"], kind="latency_model")
+    from_model = SearchConfig.resolve(space="nb201", dataset="digits", latency=table.latency_model(),
+                                           target_latency_ms=5.0).latency
+    assert from_model == dict(cfg.latency, kind="latency_model")
     # A run.json written before the key existed compares equal to a run without a latency source.
-    old = run_config.resolve_config(space="nb201", dataset="digits")
+    old = SearchConfig.resolve(space="nb201", dataset="digits").to_dict()
     del old["latency"]
-    assert run_config.config_differences(old, run_config.resolve_config(space="nb201", dataset="digits")) == []
+    assert config_differences(old, SearchConfig.resolve(space="nb201", dataset="digits").to_dict()) == []
     with pytest.raises(ValueError, match="latency must be a unas_keras.latency.DeviceTable or LatencyModel"):
-        run_config.resolve_config(space="nb201", dataset="digits", latency="table.csv")
+        SearchConfig.resolve(space="nb201", dataset="digits", latency="table.csv")
 
 
 def test_search_model_reads_the_device_table_in_the_nb201_space(full_table):

@@ -188,13 +188,14 @@ def test_keras_per_variable_clipping_is_refused():
 
 
 def test_search_optimizers_are_pytorch_adam_with_the_release_decay():
-    from unas_keras.search import run_config, runner
+    from unas_keras.config import SearchConfig
+    from unas_keras.search import schedules
 
-    cfg = run_config.resolve_config(space="nb201", dataset="digits", epochs=2, warmup_epochs=1)
-    weight_opt, arch_opt = runner._make_optimizers(cfg, steps_per_epoch=3)
+    cfg = SearchConfig.resolve(space="nb201", dataset="digits", epochs=2, warmup_epochs=1)
+    weight_opt, arch_opt = schedules.search_optimizers(cfg, steps_per_epoch=3)
     assert isinstance(weight_opt, optimizers.Adam) and isinstance(arch_opt, optimizers.Adam)
-    assert weight_opt.coupled_weight_decay == cfg["weight_decay"] == 3e-4
-    assert arch_opt.coupled_weight_decay == cfg["arch_weight_decay"] == 1e-6
+    assert weight_opt.coupled_weight_decay == cfg.weight_decay == 3e-4
+    assert arch_opt.coupled_weight_decay == cfg.arch_weight_decay == 1e-6
     # The weights' global-norm clip is SearchModel's (applied to the global-batch gradient first).
-    assert weight_opt.paper_global_clipnorm is None and cfg["weight_clipnorm"] == 5.0
+    assert weight_opt.paper_global_clipnorm is None and cfg.weight_clipnorm == 5.0
     assert weight_opt.weight_decay is None and arch_opt.weight_decay is None  # no decoupled decay on top

@@ -1,4 +1,4 @@
-"""Tests of unas_keras.search.runner (search()), run_config and checkpoint."""
+"""Tests of unas_keras.search.runner (search()), its configuration and checkpoints."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from unas_keras.search import checkpoint as checkpoint_lib
-from unas_keras.search import run_config
+from unas_keras.config import SearchConfig, classify, config_differences
 from unas_keras.search.runner import SearchResult
 from unas_keras.search.runner import search
 from unas_keras.space import Architecture
@@ -19,37 +19,37 @@ TINY = dict(space="nb201", dataset="digits", epochs=2, warmup_epochs=1, batch_si
 
 # ----------------------------------------------------------------------------- configuration
 def test_canonical_proxyless_imagenet_resolves_to_paper_settings():
-    cfg = run_config.resolve_config(space="proxyless", dataset="imagenet")
-    assert cfg["dataset"] == "imagenet2012" and cfg["profile"] == "imagenet"
-    assert (cfg["batch_size"], cfg["epochs"], cfg["warmup_epochs"]) == (192, 35, 20)
-    assert cfg["resolution"] == 224 and cfg["soften_eps"] == 0.08 and cfg["sampling"] == "per_minibatch"
-    assert cfg["temperature"] == 0.4 and cfg["estimator"] == "rebar" and cfg["objective"] == "gen_gap"
-    assert cfg["space_options"] == {"width_multiplier": 1.0}
-    weight_lr, weight_min, arch_lr, arch_min = run_config.scaled_learning_rates(cfg)
+    cfg = SearchConfig.resolve(space="proxyless", dataset="imagenet")
+    assert cfg.dataset == "imagenet2012" and cfg.profile == "imagenet"
+    assert (cfg.batch_size, cfg.epochs, cfg.warmup_epochs) == (192, 35, 20)
+    assert cfg.resolution == 224 and cfg.soften_eps == 0.08 and cfg.sampling == "per_minibatch"
+    assert cfg.temperature == 0.4 and cfg.estimator == "rebar" and cfg.objective == "gen_gap"
+    assert cfg.space_options == {"width_multiplier": 1.0}
+    weight_lr, weight_min, arch_lr, arch_min = cfg.scaled_learning_rates()
     assert weight_lr == pytest.approx(3e-4 * 3) and weight_min == pytest.approx(1e-4 * 3)
     assert arch_lr == pytest.approx(1e-3 * 3) and arch_min == pytest.approx(3e-4 * 3)
 
 
 def test_cifar_and_digits_defaults():
-    cifar = run_config.resolve_config(space="darts", dataset="cifar10")
-    assert (cifar["batch_size"], cifar["epochs"], cifar["warmup_epochs"]) == (128, 100, 15)
-    assert cifar["space_options"] == {"ops": "unas", "init_channels": 16, "num_cells": 8}
-    assert cifar["sampling"] == "per_example" and cifar["soften_eps"] == 0.0
-    digits = run_config.resolve_config(space="darts", dataset="digits")
-    assert digits["profile"] == "demo" and digits["resolution"] == 16 and digits["image_channels"] == 1
-    assert digits["space_options"]["init_channels"] == 8 and digits["space_options"]["num_cells"] == 3
-    assert digits["weight_lr"] > cifar["weight_lr"], "short runs use larger learning rates"
-    assert (cifar["weight_lr"], cifar["weight_lr_min"], cifar["arch_lr"], cifar["arch_lr_min"]) == (
+    cifar = SearchConfig.resolve(space="darts", dataset="cifar10")
+    assert (cifar.batch_size, cifar.epochs, cifar.warmup_epochs) == (128, 100, 15)
+    assert cifar.space_options == {"ops": "unas", "init_channels": 16, "num_cells": 8}
+    assert cifar.sampling == "per_example" and cifar.soften_eps == 0.0
+    digits = SearchConfig.resolve(space="darts", dataset="digits")
+    assert digits.profile == "demo" and digits.resolution == 16 and digits.image_channels == 1
+    assert digits.space_options["init_channels"] == 8 and digits.space_options["num_cells"] == 3
+    assert digits.weight_lr > cifar.weight_lr, "short runs use larger learning rates"
+    assert (cifar.weight_lr, cifar.weight_lr_min, cifar.arch_lr, cifar.arch_lr_min) == (
         3e-4, 1e-4, 1e-3, 3e-4)
-    assert run_config.resolve_config(space="proxyless", dataset="digits")["sampling"] == "per_minibatch"
+    assert SearchConfig.resolve(space="proxyless", dataset="digits").sampling == "per_minibatch"
 
 
 def test_explicit_values_override_defaults():
-    cfg = run_config.resolve_config(space="darts", dataset="digits", epochs=3, warmup_epochs=0, batch_size=4,
+    cfg = SearchConfig.resolve(space="darts", dataset="digits", epochs=3, warmup_epochs=0, batch_size=4,
                                     init_channels=6, ops=["skip_connect", "sep_conv_3x3"], temperature=1.0)
-    assert (cfg["epochs"], cfg["warmup_epochs"], cfg["batch_size"], cfg["temperature"]) == (3, 0, 4, 1.0)
-    assert cfg["space_options"]["init_channels"] == 6
-    assert cfg["space_options"]["ops"] == ["skip_connect", "sep_conv_3x3"]
+    assert (cfg.epochs, cfg.warmup_epochs, cfg.batch_size, cfg.temperature) == (3, 0, 4, 1.0)
+    assert cfg.space_options["init_channels"] == 6
+    assert cfg.space_options["ops"] == ["skip_connect", "sep_conv_3x3"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -93,8 +93,8 @@ def test_configs_are_valid_and_hold_the_paper_settings():
     for name in names:
         with open(os.path.join(root, name)) as f:
             settings = {k: v for k, v in json.load(f).items() if k != "description"}
-        cfg = run_config.resolve_config(**settings)  # raises on any bad key or value
-        assert cfg["space"] == settings["space"]
+        cfg = SearchConfig.resolve(**settings)  # raises on any bad key or value
+        assert cfg.space == settings["space"]
     with open(os.path.join(root, "proxyless_imagenet_latency.json")) as f:
         lat = json.load(f)
     assert lat["target_latency_ms"] == 10.0 and "TFLite" in lat["description"]
@@ -280,16 +280,16 @@ def test_search_records_cpu_op_determinism(tiny_run):
 
 
 def test_latency_ramp_scales_with_the_run():
-    cfg = run_config.resolve_config(space="proxyless", dataset="digits", target_latency_ms=1.0)
-    assert cfg["latency_ramp_steps"] is None
+    cfg = SearchConfig.resolve(space="proxyless", dataset="digits", target_latency_ms=1.0)
+    assert cfg.latency_ramp_steps is None
     # 6 epochs, 1 warm-up: a third of 5 x 28 architecture steps.
-    assert run_config.latency_ramp_steps(cfg, 28) == 47
-    assert run_config.latency_ramp_steps(cfg, 1) == 2
-    paper = run_config.resolve_config(space="proxyless", dataset="imagenet", target_latency_ms=10.0)
+    assert cfg.latency_ramp(28) == 47
+    assert cfg.latency_ramp(1) == 2
+    paper = SearchConfig.resolve(space="proxyless", dataset="imagenet", target_latency_ms=10.0)
     # The release's ImageNet run (15 search epochs of ~6,000 steps) gets about the release's 30,000.
-    assert 29000 <= run_config.latency_ramp_steps(paper, 6005) <= 31000
-    explicit = run_config.resolve_config(space="proxyless", dataset="digits", latency_ramp_steps=0)
-    assert run_config.latency_ramp_steps(explicit, 28) == 0
+    assert 29000 <= paper.latency_ramp(6005) <= 31000
+    explicit = SearchConfig.resolve(space="proxyless", dataset="digits", latency_ramp_steps=0)
+    assert explicit.latency_ramp(28) == 0
 
 
 def test_tf_data_dataset_is_read_as_arrays():
@@ -304,8 +304,7 @@ def test_tf_data_dataset_is_read_as_arrays():
         got_x, got_y = runner._dataset_arrays(dataset)
         np.testing.assert_array_equal(got_x, x)
         np.testing.assert_array_equal(got_y, y)
-    assert run_config.describe_dataset(runner._dataset_arrays(tf.data.Dataset.from_tensor_slices((x, y)))) == \
-        run_config.describe_dataset((x, y))
+    assert classify(runner._dataset_arrays(tf.data.Dataset.from_tensor_slices((x, y)))) == classify((x, y))
     with pytest.raises(ValueError, match="infinite"):
         runner._dataset_arrays(tf.data.Dataset.from_tensor_slices((x, y)).repeat())
     with pytest.raises(ValueError, match=r"\(image, label\) pairs"):
@@ -369,7 +368,7 @@ def test_keras_conventions_dataset_callbacks_progress_bar_and_evaluate(tmp_path,
 
     run = checkpoint_lib.read_json(os.path.join(result.output_dir, "run.json"))
     assert run["op_determinism"] is False
-    assert run["config"]["dataset"] == run_config.describe_dataset((x, y)), "the dataset is read as arrays"
+    assert run["config"]["dataset"] == classify((x, y)).description, "the dataset is read as arrays"
     assert run["data"]["num_classes"] == 3
     # The user's callback saw every epoch and batch and the search's epoch logs.
     assert recorder.epochs == [0, 1] and recorder.batches == 2 * 3

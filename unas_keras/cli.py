@@ -24,24 +24,63 @@ def fail(message):
     sys.exit(2)
 
 
+# Config keys that document a file and are not settings.
+DOCUMENTATION_KEYS = ("description", "notes", "paper")
+
+
 def load_config(path):
-    """Reads a JSON config file into a dict.
+    """Reads a config file into a dict: JSON, or YAML when the name ends in .yaml / .yml.
+
+    Keys in `DOCUMENTATION_KEYS` and keys starting with "_" are documentation and are dropped.
 
     Raises:
-        UsageError: if the file is missing or not a JSON object.
+        UsageError: if the file is missing, malformed, or not an object of settings.
     """
     if not path:
         return {}
     try:
         with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+            text = f.read()
     except OSError as err:
         raise UsageError(f"cannot read config {path}: {err.strerror}") from None
-    except json.JSONDecodeError as err:
-        raise UsageError(f"config {path} is not valid JSON: {err}") from None
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError(f"config {path}: YAML needs PyYAML; use a JSON config instead.") from None
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise UsageError(f"config {path} is not valid YAML: {err}") from None
+    else:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"config {path} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
-        raise UsageError(f"config {path} must hold a JSON object, got {type(config).__name__}.")
-    return config
+        raise UsageError(f"config {path} must hold an object of settings, got {type(config).__name__}.")
+    return {k: v for k, v in config.items() if k not in DOCUMENTATION_KEYS and not str(k).startswith("_")}
+
+
+def define_flag(name, kind, help, default=None, choices=None, flag_values=None):
+    """Defines an absl flag of a plain type.
+
+    Args:
+        name: the flag's name.
+        kind: `int`, `float`, `str` or `bool`.
+        help: one line of help.
+        default: the flag's default (None: not given).
+        choices: allowed values of a string flag (an enum flag).
+        flag_values: the absl `FlagValues` (default: `absl.flags.FLAGS`).
+    """
+    from absl import flags
+
+    kwargs = {} if flag_values is None else {"flag_values": flag_values}
+    if choices is not None:
+        return flags.DEFINE_enum(name, default, list(choices), help, **kwargs)
+    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
+              bool: flags.DEFINE_boolean}[kind]
+    return define(name, default, help, **kwargs)
 
 
 def merged_options(flag_values, names, config):
@@ -59,7 +98,7 @@ def merged_options(flag_values, names, config):
     Raises:
         UsageError: if the config has keys that are not known options.
     """
-    unknown = sorted(set(config) - set(names) - {"description"})
+    unknown = sorted(set(config) - set(names))
     if unknown:
         raise UsageError(f"unknown config key(s) {unknown}; allowed: {sorted(names)}.")
     out = {}

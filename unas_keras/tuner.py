@@ -42,7 +42,9 @@ import time
 
 import keras_tuner
 
-from unas_keras.search import run_config
+from unas_keras.config import SearchConfig, classify
+from unas_keras.config.search_config import OBJECTIVES
+from unas_keras.space import registry
 
 __all__ = ["UNASTuner", "HYPERPARAMETER_NAMES", "METRIC_NAMES"]
 
@@ -140,7 +142,7 @@ def _describe_validation(validation_data):
         return float(validation_data)
     if isinstance(validation_data, (tuple, list, os.PathLike)) or (
             isinstance(validation_data, str) and os.path.isdir(validation_data)):
-        return run_config.describe_dataset(validation_data)
+        return classify(validation_data).description
     raise ValueError(
         "validation_data must be None (the evaluation part of train_data: its test split, or a held-out "
         "20%), a held-out fraction in (0, 1), 'test' / 'validation' (a split of train_data), (x, y) arrays "
@@ -282,14 +284,13 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                  search_verbose=None, **options):
         from unas_keras import estimators as estimators_lib
 
-        if not isinstance(space, str) or space not in run_config.SPACES:
-            raise ValueError(f"Unknown search space {space!r}; expected one of {list(run_config.SPACES)}.")
-        if not isinstance(objective, str) or objective not in run_config.OBJECTIVES:
+        registry.get(space)  # raises on an unknown space
+        if not isinstance(objective, str) or objective not in OBJECTIVES:
             raise ValueError(f"Unknown search objective {objective!r}; expected one of "
-                             f"{list(run_config.OBJECTIVES)} (the tuner ranks trials by tuner_objective).")
+                             f"{list(OBJECTIVES)} (the tuner ranks trials by tuner_objective).")
         if not isinstance(estimator, str) or estimator.lower() not in estimators_lib.names():
             raise ValueError(f"Unknown estimator {estimator!r}; expected one of {estimators_lib.names()}.")
-        space_option_names = run_config.SPACE_OPTIONS[space]
+        space_option_names = registry.get(space).supernet_options
         allowed_options = set(_SEARCH_HP) | set(_FIXED_SEARCH_OPTIONS) | set(space_option_names)
         allowed_options -= {"estimator", "warmup_epochs", "batch_size"}  # explicit arguments
         unknown = sorted(set(options) - allowed_options)
@@ -379,7 +380,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
             hp.Choice("seed", seeds)
 
     def _check_hyperparameter_names(self, hp):
-        allowed = set(HYPERPARAMETER_NAMES) | set(run_config.SPACE_OPTIONS[self.space])
+        allowed = set(HYPERPARAMETER_NAMES) | set(registry.get(self.space).supernet_options)
         unknown = sorted({p.name for p in hp.space} - allowed)
         if unknown:
             raise ValueError(f"Unknown hyper-parameter name(s) {unknown} for a {self.space!r} UNASTuner; "
@@ -445,7 +446,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
         verbose = int(verbose)
         epochs = _check_int(epochs, "epochs", 1, allow_none=True)
-        data = _json_roundtrip({"train_data": run_config.describe_dataset(train_data),
+        data = _json_roundtrip({"train_data": classify(train_data).description,
                                 "validation_data": _describe_validation(validation_data), "epochs": epochs})
         # Validate the whole configuration before the first trial (keras-tuner would otherwise record a
         # configuration error as a failed trial and go on).
@@ -495,7 +496,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """The effective search configuration of a trial (validates it; raises ValueError)."""
         search_values = {_HP_ALIASES.get(k, k): v for k, v in hp_values.items() if k not in _TRAIN_HP + ("seed",)}
         kwargs = self._search_kwargs(train_data, epochs, search_values, hp_values.get("seed", 0))
-        return run_config.resolve_config(data_dir=self.data_dir, **kwargs)
+        return SearchConfig.resolve(data_dir=self.data_dir, **kwargs).to_dict()
 
     def _network_options(self, cfg):
         if self.network_options is not None:
@@ -526,8 +527,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                 epochs = _check_int(budget, "tuner/epochs", 1)
                 warmup = search_values.get("warmup_epochs", self.warmup_epochs)
                 if warmup is None:
-                    profile = run_config.dataset_profile(train_data)
-                    warmup = run_config.DEFAULTS[(self.space, profile)]["warmup_epochs"]
+                    warmup = registry.get(self.space).defaults(classify(train_data).profile)["warmup_epochs"]
                 search_values["warmup_epochs"] = min(warmup, epochs - 1)
             cfg = self._search_config(train_data, epochs, dict(search_values, seed=seed))
             search_result = self._run_search(train_data, epochs, search_values, seed, trial_dir, verbose)

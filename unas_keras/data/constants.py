@@ -5,12 +5,11 @@ search split, the default augmentation) lives here; the pipelines look them up b
 name and fall back to the ``DEFAULT_*`` values for any other dataset.
 """
 
-# Datasets that ship with the library (no download, no tensorflow-datasets).
-DIGITS = "digits"
-EMBEDDED_DATASETS = (DIGITS,)
+# Datasets that ship with the library and the alternative spellings of tensorflow-datasets names: the
+# data set classifier's (unas_keras.config.datasets).
+from unas_keras.config.datasets import ALIASES, EMBEDDED as EMBEDDED_DATASETS  # noqa: E402,F401
 
-# Alternative spellings of tensorflow-datasets names.
-ALIASES = {"imagenet": "imagenet2012"}
+DIGITS = "digits"
 
 # Per-channel (mean, std) of images scaled to [0, 1].  Digits: the 8x8 images divided by 16, over the
 # whole set (one grey channel, replicated when 3 channels are requested).  Datasets not listed here

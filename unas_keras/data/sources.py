@@ -19,6 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from unas_keras.config import datasets
 from unas_keras.data import constants
 from unas_keras.data import preprocessing
 
@@ -507,10 +508,6 @@ def _tfds_source(name, data_dir):
     return TfdsSource(canonical, builder, image_key, label_key, data_dir)
 
 
-def _looks_like_path(text):
-    return (text.startswith(("/", "./", "../", "~")) or os.sep in text or (os.altsep and os.altsep in text))
-
-
 def resolve(dataset, data_dir=None):
     """Turns the user's `dataset` argument into a source object (see the module docstring).
 
@@ -523,25 +520,10 @@ def resolve(dataset, data_dir=None):
         ValueError: for anything unusable, saying what was wrong and what is allowed.
     """
     if isinstance(dataset, (tuple, list)):
-        return _array_source(dataset)
-    if isinstance(dataset, os.PathLike):
-        return _folder_source(dataset)
-    if not isinstance(dataset, str):
-        raise ValueError("dataset must be a name, a folder path or an (x, y) tuple; got %s. %s"
-                         % (type(dataset).__name__, _describe_allowed()))
-    name = dataset.strip()
-    if not name:
-        raise ValueError("dataset name is empty; %s" % _describe_allowed())
-    key = constants.ALIASES.get(name.lower(), name.lower())
-    if key in constants.EMBEDDED_DATASETS:
+        return _array_source(dataset)  # checked here in detail (the classifier only names the kind)
+    ref = datasets.classify(dataset, is_tfds_name=lambda name: name.split(":")[0].split("/")[0] in _tfds_base_names())
+    if ref.kind == "embedded":
         return _load_digits()
-    # Explicit paths ("/data/imgs", "./cifar10", "~/x") are folders; a bare word is a tfds name first,
-    # so a local directory called "cifar10" never shadows the tfds dataset (write "./cifar10" for it).
-    if name.startswith(("/", "./", "../", "~")):
-        return _folder_source(name)
-    base = key.split(":")[0].split("/")[0]
-    if base in _tfds_base_names():
-        return _tfds_source(key, data_dir)
-    if os.path.isdir(name) or _looks_like_path(name):
-        return _folder_source(name)  # raises "does not exist" for a missing one
-    return _tfds_source(key, data_dir)  # raises "unknown dataset"
+    if ref.kind == "folder":
+        return _folder_source(ref.name)
+    return _tfds_source(ref.name, data_dir)  # raises "unknown dataset" for a name tfds does not know

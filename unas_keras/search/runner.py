@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 
-from unas_keras.search import run_config
+from unas_keras.config import SearchConfig, config_differences
 
 _OUTPUT_FILES = ("architecture.json", "distribution.json", "history.json", "run.json")
 _KNOWN_ENTRIES = set(_OUTPUT_FILES) | {"checkpoints", "logs", "probabilities_history.json", "probabilities.png",
@@ -73,10 +73,10 @@ def _versions():
 
 
 def _default_output_dir(cfg):
-    dataset = cfg["dataset"]
+    dataset = cfg.dataset
     name = dataset if isinstance(dataset, str) else next(iter(dataset))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join("runs", f"{cfg['space']}_{name.replace('/', '_')}_{stamp}")
+    base = os.path.join("runs", f"{cfg.space}_{name.replace('/', '_')}_{stamp}")
     path, n = base, 1
     while os.path.exists(path):
         n += 1
@@ -108,7 +108,7 @@ def _inspect_output_dir(output_dir, cfg):
     previous = checkpoint_lib.read_json(run_path)
     if not isinstance(previous, dict) or "config" not in previous:
         raise ValueError(f"{run_path} is not a unas_keras run description.")
-    differences = run_config.config_differences(previous["config"], cfg)
+    differences = config_differences(previous["config"], cfg.to_dict())
     finished = previous.get("status") == "finished"
     if differences:
         what = "a finished" if finished else "an unfinished"
@@ -131,7 +131,7 @@ def _load_finished(output_dir, cfg, verbose):
               f"Architecture: {arch}", flush=True)
     latency = checkpoint_lib.read_json(os.path.join(output_dir, "run.json")).get("latency")
     return SearchResult(architecture=arch, history=history, output_dir=output_dir,
-                        probabilities=distribution.get("probabilities"), config=cfg, model=None, latency=latency)
+                        probabilities=distribution.get("probabilities"), config=cfg.to_dict(), model=None, latency=latency)
 
 
 def _resolve_strategy(strategy):
@@ -149,27 +149,6 @@ def _resolve_strategy(strategy):
     return strategy
 
 
-def _make_optimizers(cfg, steps_per_epoch):
-    import keras
-
-    from unas_keras import optimizers
-
-    weight_lr, weight_lr_min, arch_lr, arch_lr_min = run_config.scaled_learning_rates(cfg)
-    total = cfg["epochs"] * steps_per_epoch
-    search_steps = (cfg["epochs"] - cfg["warmup_epochs"]) * steps_per_epoch
-    weight_schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=weight_lr, decay_steps=max(total, 1), alpha=weight_lr_min / weight_lr)
-    arch_schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=arch_lr, decay_steps=max(search_steps, 1), alpha=arch_lr_min / arch_lr)
-    # PyTorch Adam with coupled L2 (the moments see g + wd * w). The weights' global-norm clip is applied
-    # by SearchModel (weight_clipnorm) to the global-batch gradient before the optimizer adds the decay.
-    weight_optimizer = optimizers.Adam(learning_rate=weight_schedule, weight_decay=cfg["weight_decay"],
-                                       name="weight_adam")
-    arch_optimizer = optimizers.Adam(learning_rate=arch_schedule, weight_decay=cfg["arch_weight_decay"],
-                                     name="arch_adam")
-    return weight_optimizer, arch_optimizer
-
-
 def _make_latency_model(cfg, source, search_space, input_shape, num_classes, cache_dir, verbose):
     """The latency model of a search: the given source (a device table's surrogate is fitted for
     `search_space`), else the default of the space (a TFLite CPU per-block lookup table)."""
@@ -179,10 +158,9 @@ def _make_latency_model(cfg, source, search_space, input_shape, num_classes, cac
         return source.latency_model(search_space)
     if source is not None:
         return source
-    options = run_config.supernet_options(cfg)
     return latency.LatencyModel.for_space(
-        "proxyless", input_shape=tuple(input_shape), num_classes=num_classes, cache_dir=cache_dir,
-        progress=bool(verbose), width_multiplier=options["width_multiplier"], backbone=options.get("backbone"))
+        cfg.space, input_shape=tuple(input_shape), num_classes=num_classes, cache_dir=cache_dir,
+        progress=bool(verbose), **cfg.supernet_options())
 
 
 def _latency_summary(cfg, latency, model, architecture, ramp_steps):
@@ -195,7 +173,7 @@ def _latency_summary(cfg, latency, model, architecture, ramp_steps):
     probabilities = {k: v[None] for k, v in model.distribution.probabilities().items()}
     bias, coefficients = latency.surrogate_weights(model.supernet.search_space)
     expected_ms = float(objectives.linear_latency(bias, coefficients, probabilities)[0])
-    target = cfg["target_latency_ms"]
+    target = cfg.target_latency_ms
     return {"target_ms": target, "ramp_steps": ramp_steps, "argmax_latency_ms": argmax_ms,
             "expected_latency_ms": expected_ms, "target_met": None if target is None else argmax_ms <= target}
 
@@ -230,67 +208,43 @@ def _data_stream(cfg, dataset, data_steps, batch_size, seed):
 
     def make(position):
         epoch, skip = divmod(int(position), data_steps)
-        data = search_data(dataset, image_size=cfg["resolution"], batch_size=batch_size,
-                           val_fraction=cfg["val_fraction"], seed=seed, augment=cfg["augment"],
-                           start_epoch=epoch, channels=cfg["image_channels"], data_dir=cfg["data_dir"])
+        data = search_data(dataset, image_size=cfg.resolution, batch_size=batch_size,
+                           val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment,
+                           start_epoch=epoch, channels=cfg.image_channels, data_dir=cfg.data_dir)
         return data.dataset.skip(skip) if skip else data.dataset
 
     return make
 
 
-def search(space="darts", dataset="digits", estimator="rebar", objective="gen_gap", epochs=None,
-           warmup_epochs=None, batch_size=None, seed=0, output_dir=None, target_latency_ms=None,
-           strategy=None, steps_per_epoch=None, verbose=1, *, resolution=None, image_channels=None,
-           temperature=None, soften_eps=None, sampling=None, gen_gap_lambda=None, pair_penalty=None,
-           weight_lr=None, arch_lr=None, latency_lambda=None, latency_ramp_steps=None, val_fraction=None,
-           augment=None, checkpoint_every_steps=None, data_dir=None, use_custom_loop=False, callbacks=None,
-           deterministic=None, latency=None, **space_options):
+_D = SearchConfig.default
+
+
+def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), objective=_D("objective"),
+           epochs=None, warmup_epochs=None, batch_size=None, seed=_D("seed"), output_dir=None,
+           target_latency_ms=None, strategy=None, steps_per_epoch=None, verbose=1, *, latency=None,
+           callbacks=None, deterministic=None, use_custom_loop=False, **options):
     """Runs a UNAS architecture search and writes its results to a folder.
 
-    Defaults depend on the space and the dataset (see `run_config.DEFAULTS`). On the embedded digits set
-    they make a search that finishes in a few minutes on 2 CPU cores: DARTS space at 16x16x1 with the
-    7 UNAS ops, C = 8, 3 cells, batch 32, 1 warm-up + 5 search epochs of 28 steps, learning rates raised
-    for the short run (weights Adam 3e-3, logits 3e-2 after batch scaling); ProxylessNAS space at
-    32x32x1, width 0.25; NB201 space at 16x16x1, 8 channels, 1 cell per stage. On CIFAR and ImageNet they are the paper's settings
-    (e.g. `search(space="proxyless", dataset="imagenet")`: 224x224, batch 192, 20 warm-up + 15 search
-    epochs, one architecture per minibatch, logits softened with eps 0.08).
+    Defaults depend on the space and the dataset (`unas_keras.config.SearchConfig`). On the embedded
+    digits set they make a search that finishes in a few minutes on 2 CPU cores: DARTS space at 16x16x1
+    with the 7 UNAS ops, C = 8, 3 cells, batch 32, 1 warm-up + 5 search epochs of 28 steps, learning
+    rates raised for the short run; ProxylessNAS space at 32x32x1, width 0.25; NB201 space at 16x16x1,
+    8 channels, 1 cell per stage. On CIFAR and ImageNet they are the paper's settings (e.g.
+    `search(space="proxyless", dataset="imagenet")`: 224x224, batch 192, 20 warm-up + 15 search epochs,
+    one architecture per minibatch, logits softened with eps 0.08).
 
     Args:
-        space: "darts", "proxyless" or "nb201".
-        dataset: "digits" (ships offline), a tensorflow-datasets name ("cifar10", "cifar100",
-            "imagenet2012"; "imagenet" is an alias), a folder of class sub-folders of images, (x, y)
-            arrays, or a finite `tf.data.Dataset` of (image, label) pairs (batched or not; read once
-            into memory as (x, y) arrays). Every kind is split the same way into the train part and
-            the held-out part that feeds the val batches (`val_fraction`).
-        estimator: "rebar" (alias "unas"), "reinforce", "gumbel_softmax" or "relax".
-        objective: "gen_gap" (train loss + 0.5 |val - train| per example pair), "train" or "val".
-        epochs: total epochs, warm-up included.
-        warmup_epochs: leading epochs that train only the weights (architecture uniform).
-        batch_size: global batch size (split across replicas); learning rates scale with batch / 64.
-        seed: integer seed of the weights, the data order and the architecture noise; a run resumes
-            with the same seed. None: a random seed, recorded in run.json.
         output_dir: the results folder (default: a new folder under ./runs/). An unfinished run there is
             resumed; a finished one with the same configuration is returned without work; a different
             configuration is refused.
-        target_latency_ms: add the latency term `latency_lambda * max(0, latency - target)` (a
-            non-differentiable loss, through its linear surrogate) with the latency of `latency`.
-        latency: where latencies come from: a `unas_keras.latency.DeviceTable` of measured whole networks
-            (any space; its surrogate is fitted on the table), a `LatencyModel`, or None (proxyless only:
-            a TFLite CPU per-block lookup table timed on this machine). Every sampled architecture must be
-            in a device table.
         strategy: a `tf.distribute.Strategy` ("default", "mirrored" or "multi_worker" are accepted as
             names), or None for the default strategy.
-        steps_per_epoch: cap on the steps of an epoch (quick runs).
         verbose: 0 silent, 1 Keras' progress bar (with the ETA of the epoch), 2 one line per epoch
             (and a line every 5 s inside long epochs; suited to log files).
-        resolution, image_channels: input side and image channels, 1 or 3 (default per dataset).
-        temperature, soften_eps, sampling, gen_gap_lambda, pair_penalty, weight_lr, arch_lr,
-            latency_lambda, latency_ramp_steps, val_fraction, augment: search hyper-parameters (see
-            `run_config`); None keeps the default.
-        checkpoint_every_steps: also checkpoint every this many steps inside an epoch (default 1000).
-        data_dir: tensorflow-datasets data directory.
-        use_custom_loop: run the custom distributed loop even where `model.fit` would do (it is always
-            used under MultiWorkerMirroredStrategy).
+        latency: where latencies come from: a `unas_keras.latency.DeviceTable` of measured whole networks
+            (any space; its surrogate is fitted on the table), a `LatencyModel`, or None (the spaces that
+            have one: a TFLite CPU per-block lookup table timed on this machine). Every sampled
+            architecture must be in a device table.
         callbacks: Keras callbacks run with the search's own (after them): they see every epoch and
             batch, and the epoch logs (losses, accuracies, entropy, latency). A resumed run calls them
             from the resume point on.
@@ -300,12 +254,13 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
             the same results. Off on GPUs, where deterministic kernels are slow and some ops have none
             (a GPU run is seeded and resumes from its checkpoints, but is not bitwise reproducible).
             True forces it on (may fail on a GPU for an op without a deterministic kernel); False off.
-        **space_options: supernet options: darts `ops`, `init_channels`, `num_cells`; proxyless
-            `width_multiplier`, `backbone` (an `MBConvBackbone` or its dict; default ProxylessNAS's
-            21 layers); nb201 `channels`, `cells_per_stage`.
+        use_custom_loop: run the custom distributed loop even where `model.fit` would do (it is always
+            used under MultiWorkerMirroredStrategy).
+{options}
+        **options: also the supernet options of the space ({space_options}).
 
     Returns:
-        A `SearchResult` (architecture, history, output_dir, probabilities, config, model).
+        A `SearchResult` (architecture, history, output_dir, probabilities, config, model, latency).
 
     Raises:
         ValueError: a bad argument, an unusable dataset (e.g. a tensorflow-datasets set that is not
@@ -316,16 +271,9 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     user_callbacks = _check_callbacks(callbacks)
     if deterministic not in (None, True, False):
         raise ValueError(f"deterministic must be None, True or False, got {deterministic!r}.")
-    options = dict(resolution=resolution, image_channels=image_channels, temperature=temperature, soften_eps=soften_eps,
-                   sampling=sampling, gen_gap_lambda=gen_gap_lambda, pair_penalty=pair_penalty,
-                   weight_lr=weight_lr, arch_lr=arch_lr, latency_lambda=latency_lambda,
-                   latency_ramp_steps=latency_ramp_steps, val_fraction=val_fraction, augment=augment)
-    options.update(space_options)
-    cfg = run_config.resolve_config(
-        space=space, dataset=dataset, estimator=estimator, objective=objective, epochs=epochs,
-        warmup_epochs=warmup_epochs, batch_size=batch_size, seed=seed, target_latency_ms=target_latency_ms,
-        steps_per_epoch=steps_per_epoch, checkpoint_every_steps=checkpoint_every_steps, data_dir=data_dir,
-        latency=latency, **options)
+    explicit = dict(estimator=estimator, objective=objective, epochs=epochs, warmup_epochs=warmup_epochs,
+                    batch_size=batch_size, target_latency_ms=target_latency_ms, steps_per_epoch=steps_per_epoch)
+    cfg = SearchConfig.resolve(space=space, dataset=dataset, seed=seed, latency=latency, **explicit, **options)
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
 
@@ -339,8 +287,8 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     strategy = _resolve_strategy(strategy)
     multi_worker, is_chief, _, task_id = distributed.cluster_info(strategy)
     num_replicas = strategy.num_replicas_in_sync
-    if cfg["batch_size"] % num_replicas:
-        raise ValueError(f"batch_size {cfg['batch_size']} must be divisible by the number of replicas "
+    if cfg.batch_size % num_replicas:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of replicas "
                          f"({num_replicas}).")
     if multi_worker and output_dir is None:
         raise ValueError("A multi-worker search needs an explicit output_dir (the same path on every worker, "
@@ -353,7 +301,7 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
         return _load_finished(output_dir, cfg, verbose if is_chief else 0)
 
     # Seed and determinism (op determinism is switched back off afterwards if it was off before).
-    effective_seed = cfg["seed"]
+    effective_seed = cfg.seed
     determinism_was_on = _op_determinism_enabled()
     if effective_seed is None:
         effective_seed = (previous or {}).get("effective_seed")
@@ -362,7 +310,7 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
     else:
         keras.utils.set_random_seed(effective_seed)
     if deterministic is None:
-        deterministic = cfg["seed"] is not None and not _uses_gpu(strategy)
+        deterministic = cfg.seed is not None and not _uses_gpu(strategy)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -440,23 +388,24 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
 
     from unas_keras.data import search_data
     from unas_keras.networks import build_supernet
+    from unas_keras.search import schedules
     from unas_keras.search.search_model import SearchModel
 
     say = (lambda text: print(text, flush=True)) if (verbose and is_chief) else (lambda text: None)
 
     # Data first: a dataset that cannot be loaded fails before anything is written.
-    probe = search_data(dataset, image_size=cfg["resolution"], batch_size=cfg["batch_size"],
-                        val_fraction=cfg["val_fraction"], seed=seed, augment=cfg["augment"], start_epoch=0,
-                        channels=cfg["image_channels"], data_dir=cfg["data_dir"])
+    probe = search_data(dataset, image_size=cfg.resolution, batch_size=cfg.batch_size,
+                        val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, start_epoch=0,
+                        channels=cfg.image_channels, data_dir=cfg.data_dir)
     data_steps = probe.steps_per_epoch
-    steps = min(cfg["steps_per_epoch"] or data_steps, data_steps)
-    epochs = cfg["epochs"]
-    make_stream = _data_stream(cfg, dataset, data_steps, cfg["batch_size"], seed)
+    steps = min(cfg.steps_per_epoch or data_steps, data_steps)
+    epochs = cfg.epochs
+    make_stream = _data_stream(cfg, dataset, data_steps, cfg.batch_size, seed)
 
     os.makedirs(work_dir, exist_ok=True)
     run_info = {
         "status": "running",
-        "config": cfg,
+        "config": cfg.to_dict(),
         "effective_seed": seed,
         "num_replicas": num_replicas,
         "op_determinism": deterministic,
@@ -468,19 +417,19 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
                  "steps_per_epoch": steps, "data_steps_per_epoch": data_steps, "augment": probe.augment,
                  "val_fraction": probe.val_fraction},
         "learning_rates": dict(zip(("weight_lr", "weight_lr_min", "arch_lr", "arch_lr_min"),
-                                   run_config.scaled_learning_rates(cfg))),
+                                   cfg.scaled_learning_rates())),
     }
-    ramp_steps = run_config.latency_ramp_steps(cfg, steps)
-    if cfg["target_latency_ms"] is not None:
-        run_info["latency"] = {"target_ms": cfg["target_latency_ms"], "ramp_steps": ramp_steps}
+    ramp_steps = cfg.latency_ramp(steps)
+    if cfg.target_latency_ms is not None:
+        run_info["latency"] = {"target_ms": cfg.target_latency_ms, "ramp_steps": ramp_steps}
     if is_chief:
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
 
     with strategy.scope():
-        supernet = build_supernet(cfg["space"], probe.num_classes, probe.input_shape,
-                                  **run_config.supernet_options(cfg))
+        supernet = build_supernet(cfg.space, probe.num_classes, probe.input_shape,
+                                  **cfg.supernet_options())
         latency = None
-        if cfg["latency"] is not None:
+        if cfg.latency is not None:
             latency = _make_latency_model(cfg, latency_source, supernet.search_space, probe.input_shape,
                                           probe.num_classes, os.path.join(work_dir, "latency"), verbose and is_chief)
             held_out = (getattr(getattr(latency, "surrogate", None), "report", None) or {}).get("held_out")
@@ -489,15 +438,15 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
                 say(f"Latency surrogate on {held_out['n']} held-out networks: Spearman {held_out['spearman']:.3f}, "
                     f"MAPE {held_out['mape_pct']:.1f}%, MAE {held_out['mae_ms']:.3f} ms.")
         model_kwargs = dict(
-            estimator=cfg["estimator"], objective=cfg["objective"], gen_gap_lambda=cfg["gen_gap_lambda"],
-            temperature=cfg["temperature"], soften_eps=cfg["soften_eps"], sampling=cfg["sampling"],
-            warmup_steps=cfg["warmup_epochs"] * steps, latency=latency,
-            target_latency_ms=cfg["target_latency_ms"], latency_lambda=cfg["latency_lambda"],
-            latency_ramp_steps=ramp_steps, weight_clipnorm=cfg["weight_clipnorm"], seed=seed)
-        if cfg["pair_penalty"] is not None:
-            model_kwargs["pair_penalty"] = cfg["pair_penalty"]
+            estimator=cfg.estimator, objective=cfg.objective, gen_gap_lambda=cfg.gen_gap_lambda,
+            temperature=cfg.temperature, soften_eps=cfg.soften_eps, sampling=cfg.sampling,
+            warmup_steps=cfg.warmup_epochs * steps, latency=latency,
+            target_latency_ms=cfg.target_latency_ms, latency_lambda=cfg.latency_lambda,
+            latency_ramp_steps=ramp_steps, weight_clipnorm=cfg.weight_clipnorm, seed=seed)
+        if cfg.pair_penalty is not None:
+            model_kwargs["pair_penalty"] = cfg.pair_penalty
         model = SearchModel(supernet, **model_kwargs)
-        weight_optimizer, arch_optimizer = _make_optimizers(cfg, steps)
+        weight_optimizer, arch_optimizer = schedules.search_optimizers(cfg, steps)
         model.compile(weight_optimizer=weight_optimizer, arch_optimizer=arch_optimizer)
 
     variables = _state_variables(model, (weight_optimizer, arch_optimizer))
@@ -513,18 +462,18 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         say(f"Resuming {output_dir} at epoch {resume_epoch + 1}, step {resume_step} "
             f"(iteration {state['global_step']}).")
 
-    say(f"UNAS search: {cfg['space']} space, dataset {probe.name} ({probe.num_train} train / {probe.num_val} "
+    say(f"UNAS search: {cfg.space} space, dataset {probe.name} ({probe.num_train} train / {probe.num_val} "
         f"held-out, {probe.num_classes} classes, input {'x'.join(map(str, probe.input_shape))}), "
-        f"{cfg['estimator']} estimator, {cfg['objective']} objective; {epochs} epochs "
-        f"({cfg['warmup_epochs']} warm-up) x {steps} steps, batch {cfg['batch_size']} on {num_replicas} "
+        f"{cfg.estimator} estimator, {cfg.objective} objective; {epochs} epochs "
+        f"({cfg.warmup_epochs} warm-up) x {steps} steps, batch {cfg.batch_size} on {num_replicas} "
         f"replica(s); output {output_dir}")
     if verbose == 1:
         say("(the first step of the warm-up and of the search phase each trace and compile the supernet's "
             "step once; that can take minutes)")
 
-    every = cfg["checkpoint_every_steps"] or DEFAULT_CHECKPOINT_EVERY_STEPS
+    every = cfg.checkpoint_every_steps or DEFAULT_CHECKPOINT_EVERY_STEPS
     # Order matters: the latency report adds to the epoch logs that the history and the others read.
-    callbacks = [callbacks_lib.LatencyReport(latency, cfg["target_latency_ms"])] if latency is not None else []
+    callbacks = [callbacks_lib.LatencyReport(latency, cfg.target_latency_ms)] if latency is not None else []
     callbacks += [
         history,
         callbacks_lib.SearchCheckpoint(
@@ -541,14 +490,14 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
     # verbose=1: Keras' own progress bar (with ETA); verbose=2: one compact line per epoch (log files).
     progbar = verbose == 1 and is_chief
     if verbose == 2 and is_chief:
-        callbacks.append(callbacks_lib.ProgressLogger(epochs, steps, warmup_epochs=cfg["warmup_epochs"],
+        callbacks.append(callbacks_lib.ProgressLogger(epochs, steps, warmup_epochs=cfg.warmup_epochs,
                                                       verbose=verbose, resume_epoch=resume_epoch,
                                                       resume_step=resume_step))
 
     if resume_epoch < epochs:
         if multi_worker or use_custom_loop:
             distributed.run_custom_loop(model, strategy, lambda: make_stream(resume_epoch * steps + resume_step),
-                                        cfg["batch_size"], epochs, steps, callbacks,
+                                        cfg.batch_size, epochs, steps, callbacks,
                                         initial_epoch=resume_epoch, initial_step=resume_step, progbar=progbar)
         else:
             epoch = resume_epoch
@@ -564,12 +513,12 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
     architecture = model.derive_architecture()
     probabilities = model.arch_probabilities()
     result = SearchResult(architecture=architecture, history=history.get_state(), output_dir=output_dir,
-                          probabilities=probabilities, config=cfg, model=model,
+                          probabilities=probabilities, config=cfg.to_dict(), model=model,
                           latency=_latency_summary(cfg, latency, model, architecture, ramp_steps))
     if is_chief:
         architecture.save(os.path.join(output_dir, "architecture.json"))
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "distribution.json"),
-                                         {"space": cfg["space"], "probabilities": probabilities})
+                                         {"space": cfg.space, "probabilities": probabilities})
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "history.json"), result.history)
         if result.latency is not None:
             run_info["latency"] = result.latency
@@ -578,7 +527,36 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
         say(f"Search finished in {time.time() - started:.0f} s. Architecture: {architecture}")
         if result.latency is not None and result.latency["target_met"] is not None:
-            say(f"Latency {result.latency['argmax_latency_ms']:.3f} ms, target {cfg['target_latency_ms']} ms: "
+            say(f"Latency {result.latency['argmax_latency_ms']:.3f} ms, target {cfg.target_latency_ms} ms: "
                 f"{'met' if result.latency['target_met'] else 'NOT met'}.")
         say(f"Results in {os.path.abspath(output_dir)}")
     return result
+
+
+def _document_search():
+    """Completes `search`'s docstring and signature from the `SearchConfig` fields (written once there)."""
+    import inspect
+    import textwrap
+
+    from unas_keras.space import registry
+
+    run_args = ("output_dir", "strategy", "verbose", "latency", "callbacks", "deterministic", "use_custom_loop")
+    signature = inspect.signature(search)
+    params = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    named = {p.name for p in params}
+    params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None)
+               for f in SearchConfig.fields(derived=False) if f.name not in named]
+    params.append(inspect.Parameter("space_options", inspect.Parameter.VAR_KEYWORD))
+    search.__signature__ = signature.replace(parameters=params)
+    lines = []
+    for f in SearchConfig.fields(derived=False):
+        if f.name in run_args:
+            continue
+        lines.append(textwrap.fill(f"{f.name}: {f.metadata['help']}", width=108, initial_indent=" " * 8,
+                                   subsequent_indent=" " * 12))
+    space_options = "; ".join(f"{name}: {', '.join(registry.get(name).supernet_options)}"
+                              for name in registry.names())
+    search.__doc__ = search.__doc__.replace("{options}", "\n".join(lines)).replace("{space_options}", space_options)
+
+
+_document_search()
