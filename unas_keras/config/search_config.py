@@ -159,9 +159,9 @@ class SearchConfig:
     # Length and batches (per data profile and space).
     epochs: int = option(None, "Total epochs, warm-up included.", _positive_int(1), flag=True, profile=True)
     warmup_epochs: int = option(None, "Leading epochs that train only the weights (architecture uniform).",
-                                _positive_int(0), flag=True, profile=True)
+                                _positive_int(0), flag=True, profile=True, tunable=True)
     batch_size: int = option(None, "Global batch size (split across replicas); learning rates scale with "
-                             "batch / lr_reference_batch.", _positive_int(1), flag=True, profile=True)
+                             "batch / lr_reference_batch.", _positive_int(1), flag=True, profile=True, tunable=True)
     steps_per_epoch: Optional[int] = option(None, "Cap on the steps of an epoch (quick runs).", _optional_int(1),
                                             flag=True)
     seed: Optional[int] = option(0, "Seed of the weights, the data order and the architecture noise; None: a "
@@ -186,14 +186,14 @@ class SearchConfig:
     weight_lr: float = option(3e-4, "Initial learning rate of the weights (Adam, at lr_reference_batch).",
                               _positive_number, tunable=True, profile=True)
     weight_lr_min: Optional[float] = option(None, "Final (cosine) learning rate of the weights (None: "
-                                            "weight_lr / 3).", _optional_number)
-    weight_decay: float = option(3e-4, "Coupled L2 weight decay of the weights.", _number)
+                                            "weight_lr / 3).", _optional_number, tunable=True)
+    weight_decay: float = option(3e-4, "Coupled L2 weight decay of the weights.", _number, tunable=True)
     weight_clipnorm: float = option(5.0, "Global-norm clip of the weight gradient; 0 disables it.", _number)
     arch_lr: float = option(1e-3, "Initial learning rate of the architecture logits (Adam, at "
                             "lr_reference_batch).", _positive_number, tunable=True, profile=True)
     arch_lr_min: Optional[float] = option(None, "Final (cosine) learning rate of the logits (None: 0.3 * "
-                                          "arch_lr).", _optional_number)
-    arch_weight_decay: float = option(1e-6, "Coupled L2 weight decay of the logits.", _number)
+                                          "arch_lr).", _optional_number, tunable=True)
+    arch_weight_decay: float = option(1e-6, "Coupled L2 weight decay of the logits.", _number, tunable=True)
     lr_reference_batch: float = option(64, "Learning rates are scaled by batch_size / lr_reference_batch.",
                                        _positive_number)
     # Latency.
@@ -204,7 +204,7 @@ class SearchConfig:
                                    tunable=True)
     latency_ramp_steps: Optional[int] = option(None, "Architecture steps over which latency_lambda ramps up "
                                                "from 0 (None: a third of the run's architecture steps).",
-                                               _optional_int(0))
+                                               _optional_int(0), tunable=True)
     # Bookkeeping (does not change the results).
     checkpoint_every_steps: Optional[int] = option(None, "Also checkpoint every N steps inside an epoch.",
                                                    _optional_int(1), flag=True, compared=False)
