@@ -128,19 +128,23 @@ def main(argv=None):
     from unas_keras.search import SearchModel, schedules
 
     keras.utils.set_random_seed(args.seed)
-    options = {}
-    if args.space == "darts":
-        options = dict(ops=args.ops.split(",") if "," in args.ops else args.ops, init_channels=args.init_channels, num_cells=args.num_cells)
-    elif args.space == "proxyless":
-        options = dict(width_multiplier=args.width_multiplier)
+    from unas_keras.config import SearchConfig
+    from unas_keras.space import registry
+
+    spec = registry.get(args.space)
+    options = {k: getattr(args, k) for k in spec.supernet_options if getattr(args, k, None) is not None}
+    if isinstance(options.get("ops"), str) and "," in options["ops"]:
+        options["ops"] = options["ops"].split(",")
     if args.skip_threshold is not None:
         options["skip_threshold"] = args.skip_threshold
     shape = (args.resolution, args.resolution, 3)
     supernet = build_supernet(args.space, args.num_classes, shape, **options)
     model = SearchModel(supernet, estimator=args.estimator, objective=args.objective,
                         sampling=args.sampling, soften_eps=args.soften_eps, seed=args.seed)
-    weight_opt, arch_opt = schedules.search_optimizers(
-        total_steps=1000, global_batch_size=64, scale_by_batch=False)
+    # The paper's optimizers, unscaled (batch = lr_reference_batch), over 1,000 steps.
+    config = SearchConfig.resolve(space=args.space, dataset="cifar10", epochs=1000, warmup_epochs=0,
+                                  batch_size=int(SearchConfig.default("lr_reference_batch")))
+    weight_opt, arch_opt = schedules.search_optimizers(config, steps_per_epoch=1)
     model.compile(weight_optimizer=weight_opt, arch_optimizer=arch_opt)
 
     rng = np.random.default_rng(args.seed)

@@ -74,11 +74,8 @@ def test_bad_input_one_line_exit_2(tmp_path):
 @pytest.mark.parametrize("text", ["space: nb201\nepochs: 3\n"])
 def test_yaml_config_is_read(tmp_path, text):
     pytest.importorskip("yaml")
-    sys.path.insert(0, os.path.join(ROOT, "apps"))
-    try:
-        import search as app_search
-    finally:
-        sys.path.pop(0)
+    from unas_keras import cli
+
     path = tmp_path / "c.yaml"
-    path.write_text(text)
-    assert app_search.load_config(str(path)) == {"space": "nb201", "epochs": 3}
+    path.write_text(text + "description: ignored\n")
+    assert cli.load_config(str(path)) == {"space": "nb201", "epochs": 3}

@@ -202,20 +202,6 @@ def _state_variables(model, optimizers):
     return out
 
 
-def _data_stream(cfg, dataset, data_steps, batch_size, seed):
-    """Returns `position -> tf.data.Dataset` of global batches starting at that global step."""
-    from unas_keras.data import search_data
-
-    def make(position):
-        epoch, skip = divmod(int(position), data_steps)
-        data = search_data(dataset, image_size=cfg.resolution, batch_size=batch_size,
-                           val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment,
-                           start_epoch=epoch, channels=cfg.image_channels, data_dir=cfg.data_dir)
-        return data.dataset.skip(skip) if skip else data.dataset
-
-    return make
-
-
 _D = SearchConfig.default
 
 
@@ -280,8 +266,6 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
     import keras
     import tensorflow as tf
 
-    from unas_keras.search import callbacks as callbacks_lib
-    from unas_keras.search import checkpoint as checkpoint_lib
     from unas_keras.search import distributed
 
     strategy = _resolve_strategy(strategy)
@@ -315,13 +299,13 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
         tf.config.experimental.enable_op_determinism()
 
     # Where this process writes: the chief writes the results, other workers a private temporary folder.
-    chief_checkpoints = os.path.join(output_dir, "checkpoints")
     work_dir = output_dir if is_chief else tempfile.mkdtemp(prefix=f"unas_worker{task_id}_")
+    process = _Process(cfg=cfg, dataset=dataset, strategy=strategy, output_dir=output_dir, work_dir=work_dir,
+                       seed=effective_seed, verbose=verbose, is_chief=is_chief, multi_worker=multi_worker,
+                       deterministic=bool(deterministic or determinism_was_on), use_custom_loop=use_custom_loop,
+                       started=started)
     try:
-        return _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
-                    chief_checkpoints, effective_seed, verbose, use_custom_loop, started, user_callbacks,
-                    bool(deterministic or determinism_was_on), callbacks_lib, checkpoint_lib, distributed,
-                    latency_source=latency)
+        return _run(process, user_callbacks, latency)
     finally:
         if not is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -381,36 +365,107 @@ def _disable_op_determinism():
         disable()
 
 
-def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
-         chief_checkpoints, seed, verbose, use_custom_loop, started, user_callbacks, deterministic,
-         callbacks_lib, checkpoint_lib, distributed, latency_source=None):
-    import keras
+@dataclasses.dataclass
+class _Process:
+    """What this process of a search works with (set up by `search`, read by the steps of `_run`)."""
 
-    from unas_keras.data import search_data
+    cfg: SearchConfig
+    dataset: object
+    strategy: object
+    output_dir: str
+    work_dir: str        # the chief writes into output_dir, other workers into a private folder
+    seed: int
+    verbose: int
+    is_chief: bool
+    multi_worker: bool
+    deterministic: bool
+    use_custom_loop: bool
+    started: float
+
+    @property
+    def num_replicas(self):
+        return self.strategy.num_replicas_in_sync
+
+    def say(self, text):
+        if self.verbose and self.is_chief:
+            print(text, flush=True)
+
+
+@dataclasses.dataclass
+class _Resume:
+    """Where a restored run continues."""
+
+    epoch: int = 0
+    step: int = 0
+    metric_values: object = None
+
+
+def _run(process, user_callbacks, latency_source):
+    """Runs (or resumes) the search of a configuration and writes its results."""
     from unas_keras.networks import build_supernet
+    from unas_keras.search import callbacks as callbacks_lib
+    from unas_keras.search import checkpoint as checkpoint_lib
     from unas_keras.search import schedules
-    from unas_keras.search.search_model import SearchModel
 
-    say = (lambda text: print(text, flush=True)) if (verbose and is_chief) else (lambda text: None)
-
+    cfg = process.cfg
     # Data first: a dataset that cannot be loaded fails before anything is written.
-    probe = search_data(dataset, image_size=cfg.resolution, batch_size=cfg.batch_size,
-                        val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, start_epoch=0,
-                        channels=cfg.image_channels, data_dir=cfg.data_dir)
+    probe = _search_data(cfg, process.dataset, process.seed, start_epoch=0)
     data_steps = probe.steps_per_epoch
     steps = min(cfg.steps_per_epoch or data_steps, data_steps)
-    epochs = cfg.epochs
-    make_stream = _data_stream(cfg, dataset, data_steps, cfg.batch_size, seed)
+    ramp_steps = cfg.latency_ramp(steps)
+    run_info = _run_description(process, probe, steps, data_steps, ramp_steps)
+    if process.is_chief:
+        checkpoint_lib.write_json_atomic(os.path.join(process.output_dir, "run.json"), run_info)
 
-    os.makedirs(work_dir, exist_ok=True)
+    with process.strategy.scope():
+        supernet = build_supernet(cfg.space, probe.num_classes, probe.input_shape, **cfg.supernet_options())
+        latency = _latency_model(process, latency_source, supernet.search_space, probe, run_info)
+        model = _search_model(cfg, supernet, steps, ramp_steps, process.seed, latency)
+        weight_optimizer, arch_optimizer = schedules.search_optimizers(cfg, steps)
+        model.compile(weight_optimizer=weight_optimizer, arch_optimizer=arch_optimizer)
+
+    checkpointer = checkpoint_lib.Checkpointer(
+        os.path.join(process.work_dir, "checkpoints"), _state_variables(model, (weight_optimizer, arch_optimizer)),
+        restore_directory=os.path.join(process.output_dir, "checkpoints"))
+    history = callbacks_lib.HistoryRecorder()
+    resume = _restore(process, checkpointer, history, model)
+    process.say(
+        f"UNAS search: {cfg.space} space, dataset {probe.name} ({probe.num_train} train / {probe.num_val} "
+        f"held-out, {probe.num_classes} classes, input {'x'.join(map(str, probe.input_shape))}), "
+        f"{cfg.estimator} estimator, {cfg.objective} objective; {cfg.epochs} epochs "
+        f"({cfg.warmup_epochs} warm-up) x {steps} steps, batch {cfg.batch_size} on {process.num_replicas} "
+        f"replica(s); output {process.output_dir}")
+    if process.verbose == 1:
+        process.say("(the first step of the warm-up and of the search phase each trace and compile the "
+                    "supernet's step once; that can take minutes)")
+    callbacks = _callbacks(process, model, latency, history, checkpointer, steps, resume, user_callbacks)
+    if resume.epoch < cfg.epochs:
+        _fit(process, model, steps, data_steps, callbacks, resume)
+    return _finish(process, model, latency, history, ramp_steps, run_info)
+
+
+def _search_data(cfg, dataset, seed, start_epoch):
+    """The search's `unas_keras.data.SearchData` from epoch `start_epoch` on."""
+    from unas_keras.data import search_data
+
+    return search_data(dataset, image_size=cfg.resolution, batch_size=cfg.batch_size,
+                       val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, start_epoch=start_epoch,
+                       channels=cfg.image_channels, data_dir=cfg.data_dir)
+
+
+def _run_description(process, probe, steps, data_steps, ramp_steps):
+    """run.json while the search runs: configuration, seed, versions, data and learning rates."""
+    from unas_keras.search import distributed
+
+    cfg = process.cfg
     run_info = {
         "status": "running",
         "config": cfg.to_dict(),
-        "effective_seed": seed,
-        "num_replicas": num_replicas,
-        "op_determinism": deterministic,
-        "num_workers": distributed.num_workers(strategy),
-        "strategy": type(strategy).__name__,
+        "effective_seed": process.seed,
+        "num_replicas": process.num_replicas,
+        "op_determinism": process.deterministic,
+        "num_workers": distributed.num_workers(process.strategy),
+        "strategy": type(process.strategy).__name__,
         "versions": _versions(),
         "data": {"name": probe.name, "num_train": int(probe.num_train), "num_val": int(probe.num_val),
                  "num_classes": int(probe.num_classes), "input_shape": list(probe.input_shape),
@@ -419,117 +474,152 @@ def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_di
         "learning_rates": dict(zip(("weight_lr", "weight_lr_min", "arch_lr", "arch_lr_min"),
                                    cfg.scaled_learning_rates())),
     }
-    ramp_steps = cfg.latency_ramp(steps)
     if cfg.target_latency_ms is not None:
         run_info["latency"] = {"target_ms": cfg.target_latency_ms, "ramp_steps": ramp_steps}
-    if is_chief:
-        checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
+    return run_info
 
-    with strategy.scope():
-        supernet = build_supernet(cfg.space, probe.num_classes, probe.input_shape,
-                                  **cfg.supernet_options())
-        latency = None
-        if cfg.latency is not None:
-            latency = _make_latency_model(cfg, latency_source, supernet.search_space, probe.input_shape,
-                                          probe.num_classes, os.path.join(work_dir, "latency"), verbose and is_chief)
-            held_out = (getattr(getattr(latency, "surrogate", None), "report", None) or {}).get("held_out")
-            if held_out:  # a surrogate fitted on measured latencies: how well it ranks held-out networks
-                run_info["latency_surrogate_held_out"] = held_out
-                say(f"Latency surrogate on {held_out['n']} held-out networks: Spearman {held_out['spearman']:.3f}, "
-                    f"MAPE {held_out['mape_pct']:.1f}%, MAE {held_out['mae_ms']:.3f} ms.")
-        model_kwargs = dict(
-            estimator=cfg.estimator, objective=cfg.objective, gen_gap_lambda=cfg.gen_gap_lambda,
-            temperature=cfg.temperature, soften_eps=cfg.soften_eps, sampling=cfg.sampling,
-            warmup_steps=cfg.warmup_epochs * steps, latency=latency,
-            target_latency_ms=cfg.target_latency_ms, latency_lambda=cfg.latency_lambda,
-            latency_ramp_steps=ramp_steps, weight_clipnorm=cfg.weight_clipnorm, seed=seed)
-        if cfg.pair_penalty is not None:
-            model_kwargs["pair_penalty"] = cfg.pair_penalty
-        model = SearchModel(supernet, **model_kwargs)
-        weight_optimizer, arch_optimizer = schedules.search_optimizers(cfg, steps)
-        model.compile(weight_optimizer=weight_optimizer, arch_optimizer=arch_optimizer)
 
-    variables = _state_variables(model, (weight_optimizer, arch_optimizer))
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(work_dir, "checkpoints"), variables,
-                                               restore_directory=chief_checkpoints)
-    history = callbacks_lib.HistoryRecorder()
+def _latency_model(process, source, search_space, probe, run_info):
+    """The latency model of a search (None without one): the given source (a device table's surrogate is
+    fitted for the space), else the space's default (a TFLite CPU per-block lookup table)."""
+    from unas_keras import latency as latency_lib
+
+    cfg = process.cfg
+    if cfg.latency is None:
+        return None
+    if isinstance(source, latency_lib.DeviceTable):
+        model = source.latency_model(search_space)
+    elif source is not None:
+        model = source
+    else:
+        model = latency_lib.LatencyModel.for_space(
+            cfg.space, input_shape=tuple(probe.input_shape), num_classes=probe.num_classes,
+            cache_dir=os.path.join(process.work_dir, "latency"), progress=bool(process.verbose and process.is_chief),
+            **cfg.supernet_options())
+    held_out = (getattr(getattr(model, "surrogate", None), "report", None) or {}).get("held_out")
+    if held_out:  # a surrogate fitted on measured latencies: how well it ranks held-out networks
+        run_info["latency_surrogate_held_out"] = held_out
+        process.say(f"Latency surrogate on {held_out['n']} held-out networks: Spearman "
+                    f"{held_out['spearman']:.3f}, MAPE {held_out['mape_pct']:.1f}%, MAE {held_out['mae_ms']:.3f} ms.")
+    return model
+
+
+def _search_model(cfg, supernet, steps, ramp_steps, seed, latency):
+    """The `SearchModel` of a configuration (not compiled)."""
+    from unas_keras.search.search_model import SearchModel
+
+    kwargs = dict(
+        estimator=cfg.estimator, objective=cfg.objective, gen_gap_lambda=cfg.gen_gap_lambda,
+        temperature=cfg.temperature, soften_eps=cfg.soften_eps, sampling=cfg.sampling,
+        warmup_steps=cfg.warmup_epochs * steps, latency=latency, target_latency_ms=cfg.target_latency_ms,
+        latency_lambda=cfg.latency_lambda, latency_ramp_steps=ramp_steps, weight_clipnorm=cfg.weight_clipnorm,
+        seed=seed)
+    if cfg.pair_penalty is not None:
+        kwargs["pair_penalty"] = cfg.pair_penalty
+    return SearchModel(supernet, **kwargs)
+
+
+def _restore(process, checkpointer, history, model):
+    """Restores the newest checkpoint, if any; returns where the run continues."""
+    from unas_keras.search import checkpoint as checkpoint_lib
+
     state = checkpointer.restore()
-    resume_epoch, resume_step, metric_values = 0, 0, None
-    if state is not None:
-        resume_epoch, resume_step = int(state["epoch"]), int(state["step_in_epoch"])
-        history.set_state(state.get("history"))
-        metric_values = checkpoint_lib.snapshot(model.metrics_variables)
-        say(f"Resuming {output_dir} at epoch {resume_epoch + 1}, step {resume_step} "
-            f"(iteration {state['global_step']}).")
+    if state is None:
+        return _Resume()
+    resume = _Resume(int(state["epoch"]), int(state["step_in_epoch"]),
+                     checkpoint_lib.snapshot(model.metrics_variables))
+    history.set_state(state.get("history"))
+    process.say(f"Resuming {process.output_dir} at epoch {resume.epoch + 1}, step {resume.step} "
+                f"(iteration {state['global_step']}).")
+    return resume
 
-    say(f"UNAS search: {cfg.space} space, dataset {probe.name} ({probe.num_train} train / {probe.num_val} "
-        f"held-out, {probe.num_classes} classes, input {'x'.join(map(str, probe.input_shape))}), "
-        f"{cfg.estimator} estimator, {cfg.objective} objective; {epochs} epochs "
-        f"({cfg.warmup_epochs} warm-up) x {steps} steps, batch {cfg.batch_size} on {num_replicas} "
-        f"replica(s); output {output_dir}")
-    if verbose == 1:
-        say("(the first step of the warm-up and of the search phase each trace and compile the supernet's "
-            "step once; that can take minutes)")
 
-    every = cfg.checkpoint_every_steps or DEFAULT_CHECKPOINT_EVERY_STEPS
-    # Order matters: the latency report adds to the epoch logs that the history and the others read.
-    callbacks = [callbacks_lib.LatencyReport(latency, cfg.target_latency_ms)] if latency is not None else []
-    callbacks += [
+def _callbacks(process, model, latency, history, checkpointer, steps, resume, user_callbacks):
+    """The search's callbacks and the user's, in order (the latency report adds to the epoch logs that the
+    others read; the user's see the search's logs)."""
+    from unas_keras.search import callbacks as callbacks_lib
+    from unas_keras.search import pictures
+
+    cfg = process.cfg
+    out = [callbacks_lib.LatencyReport(latency, cfg.target_latency_ms)] if latency is not None else []
+    out += [
         history,
         callbacks_lib.SearchCheckpoint(
-            checkpointer, steps, model.search_step, history, every_steps=every,
-            metric_variables=model.metrics_variables, resume_epoch=resume_epoch, resume_step=resume_step,
-            resume_metric_values=metric_values),
+            checkpointer, steps, model.search_step, history,
+            every_steps=cfg.checkpoint_every_steps or DEFAULT_CHECKPOINT_EVERY_STEPS,
+            metric_variables=model.metrics_variables, resume_epoch=resume.epoch, resume_step=resume.step,
+            resume_metric_values=resume.metric_values),
     ]
-    if is_chief:
-        callbacks.append(_log_callback(os.path.join(output_dir, "logs")))
-        from unas_keras.search import pictures
+    if process.is_chief:
+        out.append(_log_callback(os.path.join(process.output_dir, "logs")))
+        out.append(pictures.ArchitectureSnapshots(process.output_dir,
+                                                  log_dir=os.path.join(process.output_dir, "logs")))
+    out += user_callbacks
+    if process.is_chief:
+        # verbose=1: Keras' own progress bar (with ETA); verbose=2: one compact line per epoch (log files).
+        if process.verbose == 2:
+            out.append(callbacks_lib.ProgressLogger(cfg.epochs, steps, warmup_epochs=cfg.warmup_epochs,
+                                                    verbose=process.verbose, resume_epoch=resume.epoch,
+                                                    resume_step=resume.step))
+    return out
 
-        callbacks.append(pictures.ArchitectureSnapshots(output_dir, log_dir=os.path.join(output_dir, "logs")))
-    callbacks += user_callbacks
-    # verbose=1: Keras' own progress bar (with ETA); verbose=2: one compact line per epoch (log files).
-    progbar = verbose == 1 and is_chief
-    if verbose == 2 and is_chief:
-        callbacks.append(callbacks_lib.ProgressLogger(epochs, steps, warmup_epochs=cfg.warmup_epochs,
-                                                      verbose=verbose, resume_epoch=resume_epoch,
-                                                      resume_step=resume_step))
 
-    if resume_epoch < epochs:
-        if multi_worker or use_custom_loop:
-            distributed.run_custom_loop(model, strategy, lambda: make_stream(resume_epoch * steps + resume_step),
-                                        cfg.batch_size, epochs, steps, callbacks,
-                                        initial_epoch=resume_epoch, initial_step=resume_step, progbar=progbar)
-        else:
-            epoch = resume_epoch
-            if resume_step:
-                model.fit(make_stream(epoch * steps + resume_step), initial_epoch=epoch, epochs=epoch + 1,
-                          steps_per_epoch=steps - resume_step, callbacks=callbacks, verbose=int(progbar),
-                          shuffle=False)
-                epoch += 1
-            if epoch < epochs and not model.stop_training:
-                model.fit(make_stream(epoch * steps), initial_epoch=epoch, epochs=epochs,
-                          steps_per_epoch=steps, callbacks=callbacks, verbose=int(progbar), shuffle=False)
+def _fit(process, model, steps, data_steps, callbacks, resume):
+    """Trains from the resume point to the last epoch: `model.fit`, or the custom distributed loop."""
+    from unas_keras.search import distributed
 
+    cfg = process.cfg
+    progbar = process.verbose == 1 and process.is_chief
+
+    def stream(position):
+        """Global batches from global step `position` on."""
+        epoch, skip = divmod(int(position), data_steps)
+        dataset = _search_data(cfg, process.dataset, process.seed, start_epoch=epoch).dataset
+        return dataset.skip(skip) if skip else dataset
+
+    start = resume.epoch * steps + resume.step
+    if process.multi_worker or process.use_custom_loop:
+        distributed.run_custom_loop(model, process.strategy, lambda: stream(start), cfg.batch_size, cfg.epochs,
+                                    steps, callbacks, initial_epoch=resume.epoch, initial_step=resume.step,
+                                    progbar=progbar)
+        return
+    epoch = resume.epoch
+    if resume.step:  # finish the interrupted epoch first
+        model.fit(stream(start), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps - resume.step,
+                  callbacks=callbacks, verbose=int(progbar), shuffle=False)
+        epoch += 1
+    if epoch < cfg.epochs and not model.stop_training:
+        model.fit(stream(epoch * steps), initial_epoch=epoch, epochs=cfg.epochs, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=int(progbar), shuffle=False)
+
+
+def _finish(process, model, latency, history, ramp_steps, run_info):
+    """The `SearchResult`; the chief writes the result files and the finished run.json."""
+    from unas_keras.search import checkpoint as checkpoint_lib
+
+    cfg, output_dir = process.cfg, process.output_dir
     architecture = model.derive_architecture()
     probabilities = model.arch_probabilities()
     result = SearchResult(architecture=architecture, history=history.get_state(), output_dir=output_dir,
                           probabilities=probabilities, config=cfg.to_dict(), model=model,
                           latency=_latency_summary(cfg, latency, model, architecture, ramp_steps))
-    if is_chief:
-        architecture.save(os.path.join(output_dir, "architecture.json"))
-        checkpoint_lib.write_json_atomic(os.path.join(output_dir, "distribution.json"),
-                                         {"space": cfg.space, "probabilities": probabilities})
-        checkpoint_lib.write_json_atomic(os.path.join(output_dir, "history.json"), result.history)
-        if result.latency is not None:
-            run_info["latency"] = result.latency
-        run_info.update(status="finished", wall_time_s=round(time.time() - started, 2),
-                        finished_at=datetime.datetime.now().isoformat(timespec="seconds"))
-        checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
-        say(f"Search finished in {time.time() - started:.0f} s. Architecture: {architecture}")
-        if result.latency is not None and result.latency["target_met"] is not None:
-            say(f"Latency {result.latency['argmax_latency_ms']:.3f} ms, target {cfg.target_latency_ms} ms: "
-                f"{'met' if result.latency['target_met'] else 'NOT met'}.")
-        say(f"Results in {os.path.abspath(output_dir)}")
+    if not process.is_chief:
+        return result
+    architecture.save(os.path.join(output_dir, "architecture.json"))
+    checkpoint_lib.write_json_atomic(os.path.join(output_dir, "distribution.json"),
+                                     {"space": cfg.space, "probabilities": probabilities})
+    checkpoint_lib.write_json_atomic(os.path.join(output_dir, "history.json"), result.history)
+    if result.latency is not None:
+        run_info["latency"] = result.latency
+    elapsed = time.time() - process.started
+    run_info.update(status="finished", wall_time_s=round(elapsed, 2),
+                    finished_at=datetime.datetime.now().isoformat(timespec="seconds"))
+    checkpoint_lib.write_json_atomic(os.path.join(output_dir, "run.json"), run_info)
+    process.say(f"Search finished in {elapsed:.0f} s. Architecture: {architecture}")
+    if result.latency is not None and result.latency["target_met"] is not None:
+        process.say(f"Latency {result.latency['argmax_latency_ms']:.3f} ms, target {cfg.target_latency_ms} ms: "
+                    f"{'met' if result.latency['target_met'] else 'NOT met'}.")
+    process.say(f"Results in {os.path.abspath(output_dir)}")
     return result
 
 
