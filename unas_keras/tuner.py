@@ -6,6 +6,12 @@ by a keras-tuner oracle. The derived network of the trial's search is then train
 its validation accuracy; its parameters, multiply-adds and (optionally) TFLite latency are recorded too.
 Running several seeds guards against the run-to-run variance of differentiable NAS.
 
+It follows keras-tuner's own split: the oracle proposes hyper-parameters, `run_trial(trial, ...)` runs the
+search for them (`_run_search`, the tuner's one call of `unas_keras.search`) and scores its architecture
+with `unas_keras.scoring.score_architecture` (the training sequence `apps/train.py` runs too), and the
+tuner's settings live in keras-tuner's `tuner0.json` through `get_state` / `set_state`. The results table is
+`unas_keras.tuner_report`.
+
 Oracles: keras-tuner's `RandomSearchOracle` (the default), `BayesianOptimizationOracle`,
 `GridSearchOracle` and `HyperbandOracle`. Hyperband's budget is the search's length: a trial runs a
 search of `tuner/epochs` epochs (its `epochs` argument to `search()` is then not used; the warm-up is cut
