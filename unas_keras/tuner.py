@@ -273,6 +273,14 @@ def _json_roundtrip(payload):
     return json.loads(json.dumps(payload, default=str))
 
 
+def _differences(saved, current):
+    """"key: saved -> current; ..." for the keys whose values differ ("" when `saved` is None or equal)."""
+    if saved is None:
+        return ""
+    return "; ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+                     for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key))
+
+
 def _json_value(value):
     """Hyper-parameter values as plain JSON types."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
@@ -449,16 +457,11 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
     def set_state(self, state):
         """Reloads the state; refuses a project created with other settings."""
         super().set_state(state)
-        saved = state.get("settings")
-        if saved is not None:
-            current = self._settings()
-            differences = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
-                           for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
-            if differences:
-                raise ValueError(
-                    f"The project {self.project_dir} was created with different tuner settings "
-                    f"({'; '.join(differences)}). Repeat the original settings to continue it, or pass "
-                    f"overwrite=True or a new project_name.")
+        differences = _differences(state.get("settings"), self._settings())
+        if differences:
+            raise ValueError(f"The project {self.project_dir} was created with different tuner settings "
+                             f"({differences}). Repeat the original settings to continue it, or pass "
+                             f"overwrite=True or a new project_name.")
         self._data_settings = state.get("data")
 
     # ------------------------------------------------------------------------------------------ search
@@ -495,12 +498,11 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         data_lib.dataset_info(train_data, self.data_dir)
         search_values, _, seed = _split_values(self.oracle.get_space().values, default_seed=0)
         _search_config(self._search_kwargs(train_data, epochs, search_values, seed), self.data_dir)
-        if self._data_settings is not None and self._data_settings != data:
-            differences = [f"{key}: {self._data_settings.get(key)!r} -> {data[key]!r}" for key in data
-                           if self._data_settings.get(key) != data[key]]
+        differences = _differences(self._data_settings, data)
+        if differences:
             raise ValueError(f"The project {self.project_dir} was searched with other data or epochs "
-                             f"({'; '.join(differences)}). Repeat them to continue it, or pass "
-                             f"overwrite=True or a new project_name.")
+                             f"({differences}). Repeat them to continue it, or pass overwrite=True or a new "
+                             f"project_name.")
         self._data_settings = data
         self.save()
         super().search(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose)
