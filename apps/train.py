@@ -74,12 +74,6 @@ _RECIPE_KEYS = ("dataset", "epochs", "batch_size", "resolution", "init_channels"
                 "drop_path_rate", "width_multiplier", "dropout_rate", "learning_rate", "momentum",
                 "weight_decay", "warmup_epochs", "label_smoothing", "auxiliary_weight", "clipnorm", "cutout",
                 "seed", "data_dir", "steps_per_epoch")
-_NETWORK_OPTIONS = {
-    "darts": ("init_channels", "num_cells", "auxiliary", "drop_path_rate"),
-    "proxyless": ("width_multiplier", "dropout_rate"),
-    "nb201": (),
-}
-
 
 def _load_architecture(spec):
     from unas_keras.space import Architecture, presets
@@ -167,6 +161,44 @@ def _metadata(architecture, options, resolution, info, model, num_steps, result)
     }
 
 
+def _train(architecture, options, resolution, val_ds, info, steps, strategy, run_dir, output, resuming):
+    """Trains and scores the derived network (`unas_keras.scoring`), resuming from the run's backup."""
+    import keras
+
+    from unas_keras import data, scoring, training
+    from unas_keras.space import registry as space_registry
+
+    spec = space_registry.get(architecture.space)
+    network_options = {k: options[k] for k in spec.network_options if options.get(k) is not None}
+    backup = training.TrainingBackup(os.path.join(run_dir, "backup"), steps)
+    if not resuming and os.path.exists(backup.path):
+        os.remove(backup.path)  # left by a run whose run.json was removed: this is a new run
+    callbacks = [training.BestModelCheckpoint(_best_path(output), os.path.join(run_dir, "best.json")),
+                 keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), write_graph=False)]
+
+    def training_stream(epoch):
+        return _training_stream(data, options, resolution, epoch * steps, info.steps_per_epoch)
+
+    def announce(model, initial_epoch):
+        if initial_epoch:
+            print(f"Resuming from the end of epoch {initial_epoch} ({run_dir}).")
+        print(f"Training {architecture.name or architecture.space} on {info.name}: "
+              f"{model.count_params():,} parameters, input {info.input_shape}, {options['epochs']} epochs of "
+              f"{steps} steps, {strategy.num_replicas_in_sync} replica(s).", flush=True)
+
+    # The backup is written after the best model (scoring puts it last): a kill between the two redoes the
+    # epoch, never skips its best model.
+    return scoring.score_architecture(
+        architecture, training_stream, val_ds, num_classes=info.num_classes, input_shape=info.input_shape,
+        steps_per_epoch=steps, recipe=training.Recipe.from_options(options), network_options=network_options,
+        seed=options["seed"], strategy=strategy, callbacks=callbacks, backup=backup, on_start=announce,
+        validate_each_epoch=True, verbose=2)
+
+
+def _best_path(output):
+    return output[: -len(".keras")] + ".best.keras"
+
+
 def main(argv):
     del argv
     options = cli.merged_options(FLAGS, _RECIPE_KEYS, cli.load_config(FLAGS.config))
@@ -196,7 +228,7 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from unas_keras import data, networks, training
+    from unas_keras import data, training
 
     keras.utils.set_random_seed(options["seed"])
     if FLAGS.deterministic:
@@ -211,44 +243,15 @@ def main(argv):
                 "steps_per_epoch": steps, "num_replicas": strategy.num_replicas_in_sync}
     resuming = _check_run_dir(run_dir, settings)
 
-    network_options = {k: options[k] for k in _NETWORK_OPTIONS[architecture.space] if options[k] is not None}
-    backup = training.TrainingBackup(os.path.join(run_dir, "backup"), steps)
-    with strategy.scope():
-        model = networks.build_model(architecture, info.num_classes, info.input_shape, **network_options)
-        training.compile_for_training(
-            model, steps_per_epoch=steps, epochs=options["epochs"],
-            learning_rate=options["learning_rate"], momentum=options["momentum"],
-            weight_decay=options["weight_decay"], warmup_epochs=options["warmup_epochs"],
-            label_smoothing=options["label_smoothing"], auxiliary_weight=options["auxiliary_weight"],
-            clipnorm=options["clipnorm"])
-        initial_epoch = backup.restore(model) if resuming else 0
-    num_outputs = len(model.outputs)
-    best_path = output[: -len(".keras")] + ".best.keras"
-    callbacks = [training.EpochSeeds(options["seed"])]
-    if options.get("drop_path_rate"):
-        callbacks.append(training.DropPathSchedule(options["drop_path_rate"], options["epochs"]))
-    callbacks += [
-        training.BestModelCheckpoint(best_path, os.path.join(run_dir, "best.json")),
-        backup,  # after the best model: a kill between the two redoes the epoch, never skips its best model
-        keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), write_graph=False),
-    ]
-    if initial_epoch:
-        print(f"Resuming from the end of epoch {initial_epoch} ({run_dir}).")
-    print(f"Training {architecture.name or architecture.space} on {info.name}: "
-          f"{model.count_params():,} parameters, input {info.input_shape}, {options['epochs']} epochs of "
-          f"{steps} steps, {strategy.num_replicas_in_sync} replica(s).", flush=True)
-    train_ds = _training_stream(data, options, resolution, initial_epoch * steps, info.steps_per_epoch)
-    val_ds = training.one_hot_labels(val_ds, info.num_classes, num_outputs)
-    model.fit(training.one_hot_labels(train_ds, info.num_classes, num_outputs), validation_data=val_ds,
-              epochs=options["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps,
-              callbacks=callbacks, shuffle=False, verbose=2)
-    results = model.evaluate(val_ds, verbose=0, return_dict=True)
-    key = training.accuracy_key(results)
-    accuracy = float(results[key]) if key else None
-    result = {"validation_accuracy": accuracy, "validation_loss": float(results["loss"])}
+    score = _train(architecture, options, resolution, val_ds, info, steps, strategy, run_dir, output, resuming)
+    model = score.model
+    accuracy = score.metrics["val_accuracy"]
+    result = {"validation_accuracy": accuracy, "validation_loss": score.metrics["val_loss"],
+              "params": score.metrics["params"], "macs": score.metrics.get("macs")}
     training.save_model_atomic(model, output)
     training.write_metadata(output, _metadata(architecture, options, resolution, info, model,
                                               options["epochs"] * steps, result))
+    best_path = _best_path(output)
     if os.path.exists(best_path):
         with open(os.path.join(run_dir, "best.json"), encoding="utf-8") as f:
             best = json.load(f)

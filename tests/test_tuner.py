@@ -13,6 +13,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
+from unas_keras import scoring
 from unas_keras import tuner as tuner_lib
 from unas_keras.search import runner
 from unas_keras.space import Architecture
@@ -171,8 +172,8 @@ def test_trials_models_summary_and_resume(tmp_path, fake_search, capsys):
     model = tuner.get_best_models(num=1)[0]
     from unas_keras.data import eval_data
 
-    _, val_ds, _ = eval_data("digits", image_size=16, batch_size=16, channels=1, seed=0)
-    accuracy, _ = tuner_lib._evaluate(model, val_ds)
+    _, val_ds, info = eval_data("digits", image_size=16, batch_size=16, channels=1, seed=0)
+    accuracy = scoring.evaluate(model, val_ds, info.num_classes)["val_accuracy"]
     assert accuracy == pytest.approx(best[0].metrics.get_last_value("val_accuracy"), abs=1e-6)
     assert model.count_params() >= best[0].metrics.get_last_value("params")
     assert len(tuner.get_best_models(num_models=5)) == 2

@@ -8,8 +8,10 @@ decay, label smoothing, the auxiliary-head loss weight and a linear drop-path
 ramp.
 """
 
+import dataclasses
 import json
 import os
+from typing import Optional
 
 import keras
 import numpy as np
@@ -80,6 +82,42 @@ def compile_for_training(model, steps_per_epoch, epochs, learning_rate=0.05, mom
     else:
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The evaluation recipe of a derived network: its epochs and the arguments of `compile_for_training`.
+
+    Attributes:
+        epochs: total epochs (warm-up included).
+        learning_rate: peak SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: coupled L2 weight decay.
+        warmup_epochs: linear learning-rate warm-up epochs.
+        label_smoothing: cross-entropy label smoothing.
+        auxiliary_weight: weight of the auxiliary head's loss.
+        clipnorm: clip of the global gradient norm (None: no clipping).
+    """
+
+    epochs: int
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    auxiliary_weight: float = 0.4
+    clipnorm: Optional[float] = 5.0
+
+    @classmethod
+    def from_options(cls, options):
+        """The recipe of a dict of settings that holds its fields (other keys are ignored)."""
+        return cls(**{f.name: options[f.name] for f in dataclasses.fields(cls) if f.name in options})
+
+    def compile(self, model, steps_per_epoch):
+        """Compiles `model` with this recipe (see `compile_for_training`); returns it."""
+        options = dataclasses.asdict(self)
+        epochs = options.pop("epochs")
+        return compile_for_training(model, steps_per_epoch=steps_per_epoch, epochs=epochs, **options)
 
 
 def one_hot_labels(dataset, num_classes, num_outputs=1):

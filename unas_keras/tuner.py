@@ -6,6 +6,12 @@ by a keras-tuner oracle. The derived network of the trial's search is then train
 its validation accuracy; its parameters, multiply-adds and (optionally) TFLite latency are recorded too.
 Running several seeds guards against the run-to-run variance of differentiable NAS.
 
+It follows keras-tuner's own split: the oracle proposes hyper-parameters, `run_trial(trial, ...)` runs the
+search for them (`_run_search`, the tuner's one call of `unas_keras.search`) and scores its architecture
+with `unas_keras.scoring.score_architecture` (the training sequence `apps/train.py` runs too), and the
+tuner's settings live in keras-tuner's `tuner0.json` through `get_state` / `set_state`. The results table is
+`unas_keras.tuner_report`.
+
 Oracles: keras-tuner's `RandomSearchOracle` (the default), `BayesianOptimizationOracle`,
 `GridSearchOracle` and `HyperbandOracle`. Hyperband's budget is the search's length: a trial runs a
 search of `tuner/epochs` epochs (its `epochs` argument to `search()` is then not used; the warm-up is cut
@@ -34,7 +40,6 @@ finished trials are kept, an interrupted trial is rerun and its search resumes f
 """
 
 import json
-import math
 import numbers
 import os
 import shutil
@@ -42,27 +47,40 @@ import time
 
 import keras_tuner
 
+from unas_keras import scoring
+from unas_keras import training
+from unas_keras import tuner_report
+from unas_keras._validate import check_choice
+from unas_keras._validate import check_float
+from unas_keras._validate import check_int
 from unas_keras.config import SearchConfig, classify
 from unas_keras.config.search_config import OBJECTIVES
-from unas_keras.space import registry
+from unas_keras.space import registry as space_registry
 
 __all__ = ["UNASTuner", "HYPERPARAMETER_NAMES", "METRIC_NAMES"]
 
-#: Metrics every trial reports to the oracle (latency_ms only when it was measured).
-METRIC_NAMES = ("val_accuracy", "val_loss", "params", "macs", "latency_ms")
-_METRIC_DIRECTIONS = {"val_accuracy": "max", "val_loss": "min", "params": "min", "macs": "min",
-                      "latency_ms": "min"}
+# ------------------------------------------------------------------------- search hyper-parameter names
 
-# Search settings a trial may take from its hyper-parameters (also accepted as fixed tuner options).
-_SEARCH_HP = ("estimator", "temperature", "gen_gap_lambda", "pair_penalty", "soften_eps", "sampling",
-              "weight_lr", "weight_lr_min", "weight_decay", "arch_lr", "arch_lr_min", "arch_weight_decay",
-              "latency_lambda", "latency_ramp_steps", "warmup_epochs", "batch_size")
+# Search settings a trial may take from its hyper-parameters (also accepted as fixed tuner options): the
+# SearchConfig fields marked tunable.
+_SEARCH_HP = tuple(f.name for f in SearchConfig.fields(tunable=True))
 # Spellings accepted for hyper-parameter names -> the search() keyword they set.
 _HP_ALIASES = {"arch_learning_rate": "arch_lr", "weight_learning_rate": "weight_lr"}
 # Settings of the short training of the derived network that may be hyper-parameters.
 _TRAIN_HP = ("train_learning_rate",)
 #: Hyper-parameter names `run_trial` understands, besides the space options of the tuner's space.
 HYPERPARAMETER_NAMES = ("seed",) + _SEARCH_HP + tuple(_HP_ALIASES) + _TRAIN_HP
+# Search settings the tuner itself sets (constructor arguments or the trial).
+_SET_BY_TUNER = ("space", "dataset", "objective", "epochs", "seed", "steps_per_epoch", "target_latency_ms",
+                 "checkpoint_every_steps", "data_dir")
+# Search options that are fixed per tuner and can also be given to the constructor: the other fields.
+_FIXED_SEARCH_OPTIONS = tuple(name for name in SearchConfig.option_names()
+                              if name not in _SEARCH_HP and name not in _SET_BY_TUNER)
+
+#: Metrics every trial reports to the oracle (latency_ms only when it was measured).
+METRIC_NAMES = scoring.METRIC_NAMES
+_METRIC_DIRECTIONS = {"val_accuracy": "max", "val_loss": "min", "params": "min", "macs": "min",
+                      "latency_ms": "min"}
 
 _DEFAULT_MAX_TRIALS = 3
 _SEED_RANGE = (0, 99999)
@@ -71,34 +89,67 @@ _RESULT_FILE = "result.json"
 _WEIGHTS_FILE = "model.weights.h5"
 _ARCH_FILE = "architecture.json"
 _SEARCH_DIR = "search"
-# Search options that are fixed per tuner and can also be given to the constructor.
-_FIXED_SEARCH_OPTIONS = ("resolution", "image_channels", "val_fraction", "augment", "lr_reference_batch",
-                         "weight_clipnorm")
-# Derived-network options of each space that the search's space options carry over to by default.
-_NETWORK_FROM_SPACE = {"darts": ("init_channels", "num_cells"), "proxyless": ("width_multiplier",),
-                       "nb201": ("channels", "cells_per_stage")}
 
+
+# ------------------------------------------------------------------- the tuner's use of the search modules
+
+def _search_config(search_kwargs, data_dir):
+    """The effective configuration of a search as run.json records it (raises ValueError)."""
+    return SearchConfig.resolve(data_dir=data_dir, **search_kwargs).to_dict()
+
+
+def _run_search(search_kwargs, output_dir, strategy, verbose, data_dir):
+    """Runs one UNAS search (`unas_keras.search`) into `output_dir`; returns its `SearchResult`."""
+    from unas_keras.search import runner
+
+    return runner.search(output_dir=output_dir, strategy=strategy, verbose=verbose, data_dir=data_dir,
+                         **search_kwargs)
+
+
+def _profile_warmup_epochs(space_spec, train_data):
+    """The warm-up epochs of a search of `train_data` when none is given (its data profile's)."""
+    return space_spec.defaults(classify(train_data).profile)["warmup_epochs"]
+
+
+def _describe_dataset(dataset):
+    """JSON description of a data set argument (raises ValueError on an unusable one)."""
+    return classify(dataset).description
+
+
+# ---------------------------------------------------------------------------------------------- checks
 
 def _fatal(message):
     """A ValueError that keras-tuner does not swallow as a failed trial."""
     return keras_tuner.errors.FatalValueError(message)
 
 
-def _check_int(value, name, minimum, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+def _check_search_settings(space, objective, estimator, options):
+    """Validates the fixed search settings; returns the space's `SpaceSpec`."""
+    from unas_keras import estimators as estimators_lib
+
+    spec = space_registry.get(space)
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
+        raise ValueError(f"Unknown search objective {objective!r}; expected one of "
+                         f"{list(OBJECTIVES)} (the tuner ranks trials by tuner_objective).")
+    if not isinstance(estimator, str) or estimator.lower() not in estimators_lib.names():
+        raise ValueError(f"Unknown estimator {estimator!r}; expected one of {estimators_lib.names()}.")
+    allowed = set(_SEARCH_HP) | set(_FIXED_SEARCH_OPTIONS) | set(spec.supernet_options)
+    allowed -= {"estimator", "warmup_epochs", "batch_size"}  # explicit arguments
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for UNASTuner on the {space!r} space; search options: "
+                         f"{sorted(allowed - set(spec.supernet_options))}; {space} space options: "
+                         f"{list(spec.supernet_options)}.")
+    return spec
 
 
-def _check_positive(value, name, allow_none=False):
-    if value is None and allow_none:
+def _check_seeds(seeds):
+    if seeds is None:
         return None
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or value <= 0):
-        raise ValueError(f"{name} must be a number > 0, got {value!r}.")
-    return float(value)
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)):
+        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}.")
+    return sorted({int(s) for s in seeds})
 
 
 def _make_objective(tuner_objective):
@@ -130,6 +181,47 @@ def _objective_names(objective):
     return [objective.name]
 
 
+def _add_seed(hp, seeds):
+    """Makes `seed` a hyper-parameter of `hp` (the given seeds, or any in `_SEED_RANGE`)."""
+    if "seed" in hp:
+        return
+    if seeds is None:
+        hp.Int("seed", *_SEED_RANGE)
+    elif len(seeds) == 1:
+        hp.Fixed("seed", seeds[0])
+    else:
+        hp.Choice("seed", seeds)
+
+
+def _make_oracle(oracle, max_trials, hyperparameters, seeds, seed, tuner_objective, max_retries_per_trial,
+                 max_consecutive_failed_trials):
+    """The given oracle with a `seed` hyper-parameter, or the default `RandomSearchOracle`."""
+    if oracle is not None:
+        if max_trials is not None or hyperparameters is not None or seed is not None:
+            raise ValueError("Pass max_trials, hyperparameters and seed to the oracle when you give `oracle`.")
+        if not isinstance(oracle, keras_tuner.Oracle):
+            raise ValueError(f"oracle must be a keras_tuner.Oracle, got {type(oracle).__name__}.")
+        missing = [n for n in _objective_names(oracle.objective) if n not in _METRIC_DIRECTIONS]
+        if missing:
+            raise ValueError(f"The oracle's objective {missing} is not a trial metric; trials report "
+                             f"{list(METRIC_NAMES)}.")
+        space_hp = oracle.get_space()
+        if "seed" not in space_hp:
+            _add_seed(space_hp, seeds)
+            oracle.update_space(space_hp)
+        return oracle
+    max_trials = _DEFAULT_MAX_TRIALS if max_trials is None else check_int(max_trials, "max_trials", 1)
+    if hyperparameters is not None and not isinstance(hyperparameters, keras_tuner.HyperParameters):
+        raise ValueError(f"hyperparameters must be a keras_tuner.HyperParameters, got "
+                         f"{type(hyperparameters).__name__}.")
+    objective = _make_objective(tuner_objective)
+    space_hp = hyperparameters.copy() if hyperparameters is not None else keras_tuner.HyperParameters()
+    _add_seed(space_hp, seeds)
+    return keras_tuner.oracles.RandomSearchOracle(
+        objective=objective, max_trials=max_trials, hyperparameters=space_hp, seed=seed,
+        max_retries_per_trial=max_retries_per_trial, max_consecutive_failed_trials=max_consecutive_failed_trials)
+
+
 def _describe_validation(validation_data):
     """JSON description of `validation_data` (see `UNASTuner.search`)."""
     if validation_data is None:
@@ -142,58 +234,54 @@ def _describe_validation(validation_data):
         return float(validation_data)
     if isinstance(validation_data, (tuple, list, os.PathLike)) or (
             isinstance(validation_data, str) and os.path.isdir(validation_data)):
-        return classify(validation_data).description
+        return _describe_dataset(validation_data)
     raise ValueError(
         "validation_data must be None (the evaluation part of train_data: its test split, or a held-out "
         "20%), a held-out fraction in (0, 1), 'test' / 'validation' (a split of train_data), (x, y) arrays "
         f"or a folder of class sub-folders; got {validation_data!r}.")
 
 
+# -------------------------------------------------------------------------------------------------- data
+
+def _scoring_data(train_data, validation_data, image_size, channels, batch_size, seed, data_dir):
+    """(training batches, evaluation batches, `EvalInfo`, number of evaluation examples) of a trial."""
+    from unas_keras import data
+
+    split = validation_data if isinstance(_describe_validation(validation_data), (float, str)) else None
+    train_ds, val_ds, info = data.eval_data(train_data, image_size=image_size, batch_size=batch_size, seed=seed,
+                                            validation_split=split, channels=channels, start_epoch=0,
+                                            data_dir=data_dir)
+    if split is None and validation_data is not None:
+        val_ds, num_val = _explicit_validation_dataset(validation_data, info, batch_size, data_dir)
+        return train_ds, val_ds, info, num_val
+    return train_ds, val_ds, info, info.num_val
+
+
 def _explicit_validation_dataset(validation_data, info, batch_size, data_dir):
     """Explicit validation arrays / folder, preprocessed exactly like the evaluation part of train_data."""
-    import tensorflow as tf
+    from unas_keras import data
 
-    from unas_keras.data import preprocessing
-    from unas_keras.data import sources
-
-    channels = info.input_shape[-1]
-    source = sources.resolve(validation_data, data_dir)
-    if source.info.num_classes > info.num_classes:
-        raise ValueError(f"validation_data has labels up to {source.info.num_classes - 1}, but train_data has "
-                         f"only {info.num_classes} classes.")
-    part = source.train_part(channels)
-    preprocess = preprocessing.make_preprocess_fn(info.input_shape[0], source.variable_size, "none",
-                                                  info.mean, info.std)
-    zero = tf.zeros([2], tf.int64)
-    dataset = part.ordered(None).map(lambda image, label: preprocess(image, label, zero),
-                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), part.size
+    num_classes = data.dataset_info(validation_data, data_dir).num_classes
+    if num_classes > info.num_classes:
+        raise ValueError(f"validation_data has labels up to {num_classes - 1}, but train_data has only "
+                         f"{info.num_classes} classes.")
+    return data.eval_batches(validation_data, info.input_shape[0], batch_size, info.mean, info.std,
+                             channels=info.input_shape[-1], data_dir=data_dir)
 
 
-def _evaluate(model, dataset):
-    """(accuracy, mean cross-entropy) of a logits model over a dataset of (images, int labels)."""
-    import numpy as np
-
-    correct, total, loss_sum = 0, 0, 0.0
-    for images, labels in dataset:
-        logits = model(images, training=False)
-        if isinstance(logits, (list, tuple)):
-            logits = logits[0]
-        logits = np.asarray(logits, dtype=np.float64)
-        labels = np.asarray(labels).astype(np.int64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        loss_sum += float(-log_probs[np.arange(labels.shape[0]), labels].sum())
-        correct += int((logits.argmax(axis=1) == labels).sum())
-        total += int(labels.shape[0])
-    if total == 0:
-        raise ValueError("The validation data is empty.")
-    return correct / total, loss_sum / total
-
+# ---------------------------------------------------------------------------------------------- JSON
 
 def _json_roundtrip(payload):
     """`payload` as it reads back from JSON (tuples become lists, ...), so saved and live values compare."""
     return json.loads(json.dumps(payload, default=str))
+
+
+def _differences(saved, current):
+    """"key: saved -> current; ..." for the keys whose values differ ("" when `saved` is None or equal)."""
+    if saved is None:
+        return ""
+    return "; ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+                     for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key))
 
 
 def _json_value(value):
@@ -205,6 +293,27 @@ def _json_value(value):
     if isinstance(value, numbers.Real):
         return float(value)
     return str(value)
+
+
+def _split_values(values, default_seed):
+    """Hyper-parameter values, aliases resolved: (search overrides, train overrides, seed).
+
+    keras-tuner's own values (`tuner/epochs`, `tuner/initial_epoch`, `tuner/bracket`, `tuner/round`,
+    `tuner/trial_id`, set by Hyperband) are not search settings: they are left out (`run_trial` reads
+    `tuner/epochs` as the search's length).
+    """
+    values = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    seed = values.pop("seed", None)
+    if seed is None:
+        seed = default_seed
+    search_values, train_values = {}, {}
+    for name, value in values.items():
+        if name in _TRAIN_HP:
+            train_values[name] = value
+        else:
+            search_values[_HP_ALIASES.get(name, name)] = value
+    return search_values, train_values, int(seed)
+
 
 
 class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
@@ -255,9 +364,9 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         train_batch_size: its batch size (None: the search's batch size).
         train_steps_per_epoch: cap on its steps per epoch (None: one pass over the training data).
         train_learning_rate: its peak SGD learning rate (cosine decay; default 0.05).
-        network_options: options of `unas_keras.build_model` for the derived network (default: the
-            search's size options, e.g. `width_multiplier` for proxyless, `init_channels` and
-            `num_cells` for DARTS).
+        network_options: options of `unas_keras.build_model` for the derived network, completed with
+            the search's size options it does not give (the space's `inherited_network_options`, e.g.
+            `width_multiplier` for proxyless, `init_channels` and `num_cells` for DARTS).
         measure_latency: measure each derived network's TFLite latency (LiteRT, batch 1); a model that
             fails to convert records None.
         latency_threads: LiteRT threads for the latency measurement.
@@ -282,105 +391,49 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                  train_steps_per_epoch=None, train_learning_rate=0.05, network_options=None,
                  measure_latency=True, latency_threads=1, latency_runs=20, keep_search_checkpoints=False,
                  search_verbose=None, **options):
-        from unas_keras import estimators as estimators_lib
-
-        registry.get(space)  # raises on an unknown space
-        if not isinstance(objective, str) or objective not in OBJECTIVES:
-            raise ValueError(f"Unknown search objective {objective!r}; expected one of "
-                             f"{list(OBJECTIVES)} (the tuner ranks trials by tuner_objective).")
-        if not isinstance(estimator, str) or estimator.lower() not in estimators_lib.names():
-            raise ValueError(f"Unknown estimator {estimator!r}; expected one of {estimators_lib.names()}.")
-        space_option_names = registry.get(space).supernet_options
-        allowed_options = set(_SEARCH_HP) | set(_FIXED_SEARCH_OPTIONS) | set(space_option_names)
-        allowed_options -= {"estimator", "warmup_epochs", "batch_size"}  # explicit arguments
-        unknown = sorted(set(options) - allowed_options)
-        if unknown:
-            raise ValueError(f"Unknown option(s) {unknown} for UNASTuner on the {space!r} space; search options: "
-                             f"{sorted(allowed_options - set(space_option_names))}; {space} space options: "
-                             f"{list(space_option_names)}.")
-        if oracle is not None and (max_trials is not None or hyperparameters is not None or seed is not None):
-            raise ValueError("Pass max_trials, hyperparameters and seed to the oracle when you give `oracle`.")
-        if oracle is not None and not isinstance(oracle, keras_tuner.Oracle):
-            raise ValueError(f"oracle must be a keras_tuner.Oracle, got {type(oracle).__name__}.")
-        if oracle is None:
-            max_trials = _DEFAULT_MAX_TRIALS if max_trials is None else _check_int(max_trials, "max_trials", 1)
-        if hyperparameters is not None and not isinstance(hyperparameters, keras_tuner.HyperParameters):
-            raise ValueError(f"hyperparameters must be a keras_tuner.HyperParameters, got "
-                             f"{type(hyperparameters).__name__}.")
-        if seeds is not None:
-            if (not isinstance(seeds, (list, tuple)) or not seeds
-                    or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)):
-                raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}.")
-            seeds = sorted({int(s) for s in seeds})
+        self._space_spec = _check_search_settings(space, objective, estimator, options)
+        seeds = _check_seeds(seeds)
         if seeds is not None and hyperparameters is not None and "seed" in hyperparameters:
             raise ValueError("Give the seeds either as `seeds` or as a 'seed' hyper-parameter, not both.")
-        objective_obj = _make_objective(tuner_objective) if oracle is None else oracle.objective
-        if "latency_ms" in _objective_names(objective_obj) and not measure_latency:
-            raise ValueError("Ranking trials by latency_ms needs measure_latency=True.")
-        if search_verbose is not None and search_verbose not in (0, 1, 2):
-            raise ValueError(f"search_verbose must be 0, 1 or 2, got {search_verbose!r}.")
+        if search_verbose is not None:
+            check_choice(search_verbose, "search_verbose", (0, 1, 2))
         if network_options is not None and not isinstance(network_options, dict):
             raise ValueError(f"network_options must be a dict of build_model options, got "
                              f"{type(network_options).__name__}.")
-
         self.space = space
         self.search_objective = objective
         self.estimator = estimator.lower()
-        self.warmup_epochs = _check_int(warmup_epochs, "warmup_epochs", 0, allow_none=True)
-        self.batch_size = _check_int(batch_size, "batch_size", 1, allow_none=True)
-        self.steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", 1, allow_none=True)
-        self.target_latency_ms = _check_positive(target_latency_ms, "target_latency_ms", allow_none=True)
+        self.warmup_epochs = check_int(warmup_epochs, "warmup_epochs", 0, allow_none=True)
+        self.batch_size = check_int(batch_size, "batch_size", 1, allow_none=True)
+        self.steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1, allow_none=True)
+        self.target_latency_ms = check_float(target_latency_ms, "target_latency_ms", strict=True, allow_none=True)
         self.strategy = strategy
         self.data_dir = data_dir
-        self.train_epochs = _check_int(train_epochs, "train_epochs", 1, allow_none=True)
-        self.train_batch_size = _check_int(train_batch_size, "train_batch_size", 1, allow_none=True)
-        self.train_steps_per_epoch = _check_int(train_steps_per_epoch, "train_steps_per_epoch", 1, allow_none=True)
-        self.train_learning_rate = _check_positive(train_learning_rate, "train_learning_rate")
+        self.train_epochs = check_int(train_epochs, "train_epochs", 1, allow_none=True)
+        self.train_batch_size = check_int(train_batch_size, "train_batch_size", 1, allow_none=True)
+        self.train_steps_per_epoch = check_int(train_steps_per_epoch, "train_steps_per_epoch", 1, allow_none=True)
+        self.train_learning_rate = check_float(train_learning_rate, "train_learning_rate", strict=True)
         self.network_options = None if network_options is None else dict(network_options)
         self.measure_latency = bool(measure_latency)
-        self.latency_threads = _check_int(latency_threads, "latency_threads", 1)
-        self.latency_runs = _check_int(latency_runs, "latency_runs", 1)
+        self.latency_threads = check_int(latency_threads, "latency_threads", 1)
+        self.latency_runs = check_int(latency_runs, "latency_runs", 1)
         self.keep_search_checkpoints = bool(keep_search_checkpoints)
         self.search_verbose = search_verbose
         self.options = dict(options)
         self._data_settings = None  # recorded by the first search() of the project
 
-        if oracle is None:
-            space_hp = hyperparameters.copy() if hyperparameters is not None else keras_tuner.HyperParameters()
-            self._add_seed(space_hp, seeds)
-            oracle = keras_tuner.oracles.RandomSearchOracle(
-                objective=objective_obj, max_trials=max_trials, hyperparameters=space_hp,
-                seed=seed, max_retries_per_trial=max_retries_per_trial,
-                max_consecutive_failed_trials=max_consecutive_failed_trials)
-        else:
-            names = _objective_names(oracle.objective)
-            missing = [n for n in names if n not in _METRIC_DIRECTIONS]
-            if missing:
-                raise ValueError(f"The oracle's objective {missing} is not a trial metric; trials report "
-                                 f"{list(METRIC_NAMES)}.")
-            space_hp = oracle.get_space()
-            if "seed" not in space_hp:
-                self._add_seed(space_hp, seeds)
-                oracle.update_space(space_hp)
+        oracle = _make_oracle(oracle, max_trials, hyperparameters, seeds, seed, tuner_objective,
+                              max_retries_per_trial, max_consecutive_failed_trials)
+        if "latency_ms" in _objective_names(oracle.objective) and not self.measure_latency:
+            raise ValueError("Ranking trials by latency_ms needs measure_latency=True.")
         self._check_hyperparameter_names(oracle.get_space())
         super().__init__(oracle=oracle, directory=directory, project_name=project_name or "unas_tuner",
                          overwrite=overwrite)
 
-    # ------------------------------------------------------------------------------------ configuration
-
-    @staticmethod
-    def _add_seed(hp, seeds):
-        if "seed" in hp:
-            return
-        if seeds is None:
-            hp.Int("seed", *_SEED_RANGE)
-        elif len(seeds) == 1:
-            hp.Fixed("seed", seeds[0])
-        else:
-            hp.Choice("seed", seeds)
+    # ------------------------------------------------------------------------------ settings and state
 
     def _check_hyperparameter_names(self, hp):
-        allowed = set(HYPERPARAMETER_NAMES) | set(registry.get(self.space).supernet_options)
+        allowed = set(HYPERPARAMETER_NAMES) | set(self._space_spec.supernet_options)
         unknown = sorted({p.name for p in hp.space} - allowed)
         if unknown:
             raise ValueError(f"Unknown hyper-parameter name(s) {unknown} for a {self.space!r} UNASTuner; "
@@ -399,22 +452,19 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         })
 
     def get_state(self):
+        """keras-tuner's tuner state plus the tuner's settings and the data it searched (`tuner0.json`)."""
         state = super().get_state()
         state.update(settings=self._settings(), data=self._data_settings)
         return state
 
     def set_state(self, state):
+        """Reloads the state; refuses a project created with other settings."""
         super().set_state(state)
-        saved = state.get("settings")
-        if saved is not None:
-            current = self._settings()
-            differences = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
-                           for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
-            if differences:
-                raise ValueError(
-                    f"The project {self.project_dir} was created with different tuner settings "
-                    f"({'; '.join(differences)}). Repeat the original settings to continue it, or pass "
-                    f"overwrite=True or a new project_name.")
+        differences = _differences(state.get("settings"), self._settings())
+        if differences:
+            raise ValueError(f"The project {self.project_dir} was created with different tuner settings "
+                             f"({differences}). Repeat the original settings to continue it, or pass "
+                             f"overwrite=True or a new project_name.")
         self._data_settings = state.get("data")
 
     # ------------------------------------------------------------------------------------------ search
@@ -440,50 +490,28 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
             ValueError: unusable data or settings, or data / epochs different from those this project was
                 searched with.
         """
-        if verbose == "auto":
-            verbose = 1
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
-        verbose = int(verbose)
-        epochs = _check_int(epochs, "epochs", 1, allow_none=True)
-        data = _json_roundtrip({"train_data": classify(train_data).description,
+        from unas_keras import data as data_lib
+
+        verbose = 1 if verbose == "auto" else int(check_choice(verbose, "verbose", (0, 1, 2, "auto")))
+        epochs = check_int(epochs, "epochs", 1, allow_none=True)
+        data = _json_roundtrip({"train_data": _describe_dataset(train_data),
                                 "validation_data": _describe_validation(validation_data), "epochs": epochs})
         # Validate the whole configuration before the first trial (keras-tuner would otherwise record a
         # configuration error as a failed trial and go on).
-        from unas_keras.data import dataset_info
-
-        dataset_info(train_data, self.data_dir)
-        self._search_config(train_data, epochs, dict(self.oracle.get_space().values))
-        if self._data_settings is not None and self._data_settings != data:
-            differences = [f"{key}: {self._data_settings.get(key)!r} -> {data[key]!r}" for key in data
-                           if self._data_settings.get(key) != data[key]]
+        data_lib.dataset_info(train_data, self.data_dir)
+        search_values, _, seed = _split_values(self.oracle.get_space().values, default_seed=0)
+        _search_config(self._search_kwargs(train_data, epochs, search_values, seed), self.data_dir)
+        differences = _differences(self._data_settings, data)
+        if differences:
             raise ValueError(f"The project {self.project_dir} was searched with other data or epochs "
-                             f"({'; '.join(differences)}). Repeat them to continue it, or pass "
-                             f"overwrite=True or a new project_name.")
+                             f"({differences}). Repeat them to continue it, or pass overwrite=True or a new "
+                             f"project_name.")
         self._data_settings = data
         self.save()
         super().search(train_data, validation_data=validation_data, epochs=epochs, verbose=verbose)
 
-    def _hp_values(self, trial):
-        """The trial's hyper-parameter values, aliases resolved: (search overrides, train overrides, seed).
-
-        keras-tuner's own values (`tuner/epochs`, `tuner/initial_epoch`, `tuner/bracket`, `tuner/round`,
-        `tuner/trial_id`, set by Hyperband) are not search settings: they are left out (`run_trial` reads
-        `tuner/epochs` as the search's length).
-        """
-        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
-        seed = values.pop("seed", None)
-        if seed is None:
-            seed = int(trial.trial_id)
-        search_values, train_values = {}, {}
-        for name, value in values.items():
-            if name in _TRAIN_HP:
-                train_values[name] = value
-            else:
-                search_values[_HP_ALIASES.get(name, name)] = value
-        return search_values, train_values, int(seed)
-
     def _search_kwargs(self, train_data, epochs, search_values, seed):
+        """The keyword arguments of a trial's `unas_keras.search` (fixed settings, then the trial's values)."""
         kwargs = dict(space=self.space, dataset=train_data, estimator=self.estimator,
                       objective=self.search_objective, epochs=epochs, warmup_epochs=self.warmup_epochs,
                       batch_size=self.batch_size, seed=seed, target_latency_ms=self.target_latency_ms,
@@ -492,23 +520,30 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         kwargs.update(search_values)
         return kwargs
 
-    def _search_config(self, train_data, epochs, hp_values):
-        """The effective search configuration of a trial (validates it; raises ValueError)."""
-        search_values = {_HP_ALIASES.get(k, k): v for k, v in hp_values.items() if k not in _TRAIN_HP + ("seed",)}
-        kwargs = self._search_kwargs(train_data, epochs, search_values, hp_values.get("seed", 0))
-        return SearchConfig.resolve(data_dir=self.data_dir, **kwargs).to_dict()
+    def _trial_search_kwargs(self, trial, train_data, epochs):
+        """(search keyword arguments, training overrides, seed) of a trial.
 
-    def _network_options(self, cfg):
-        if self.network_options is not None:
-            return dict(self.network_options)
-        return {k: cfg["space_options"][k] for k in _NETWORK_FROM_SPACE[self.space] if k in cfg["space_options"]}
+        With Hyperband the trial's budget `tuner/epochs` is the search's length; the warm-up is cut to
+        `tuner/epochs - 1` epochs when it would be longer.
+        """
+        search_values, train_values, seed = _split_values(trial.hyperparameters.values, int(trial.trial_id))
+        budget = trial.hyperparameters.values.get("tuner/epochs")
+        if budget is not None:
+            epochs = check_int(budget, "tuner/epochs", 1)
+            warmup = search_values.get("warmup_epochs", self.warmup_epochs)
+            if warmup is None:
+                warmup = _profile_warmup_epochs(self._space_spec, train_data)
+            search_values["warmup_epochs"] = min(warmup, epochs - 1)
+        return self._search_kwargs(train_data, epochs, search_values, seed), train_values, seed
 
     def run_trial(self, trial, train_data, validation_data=None, epochs=None, verbose=1):
-        """Runs one UNAS search, trains its derived network briefly and scores it.
+        """Runs one UNAS search with the trial's hyper-parameters and scores its derived network.
 
         Returns:
             dict of metrics: val_accuracy, val_loss, params, macs and (when measured) latency_ms.
         """
+        import keras
+
         from unas_keras.search import checkpoint as checkpoint_lib
 
         trial_dir = self.get_trial_dir(trial.trial_id)
@@ -516,109 +551,58 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if os.path.exists(result_path) and os.path.exists(os.path.join(trial_dir, _WEIGHTS_FILE)):
             # Scored before an interruption that came before the oracle recorded it.
             return dict(checkpoint_lib.read_json(result_path)["metrics"])
-        import keras
-
         keras.backend.clear_session()  # drop the previous trial's models and traced functions
-        search_values, train_values, seed = self._hp_values(trial)
         started = time.time()
         try:
-            budget = trial.hyperparameters.values.get("tuner/epochs")
-            if budget is not None:  # Hyperband: the budget is the search's length
-                epochs = _check_int(budget, "tuner/epochs", 1)
-                warmup = search_values.get("warmup_epochs", self.warmup_epochs)
-                if warmup is None:
-                    warmup = registry.get(self.space).defaults(classify(train_data).profile)["warmup_epochs"]
-                search_values["warmup_epochs"] = min(warmup, epochs - 1)
-            cfg = self._search_config(train_data, epochs, dict(search_values, seed=seed))
-            search_result = self._run_search(train_data, epochs, search_values, seed, trial_dir, verbose)
-            scored = self._train_and_score(search_result.architecture, cfg, train_data, validation_data, seed,
-                                           train_values)
+            search_kwargs, train_values, seed = self._trial_search_kwargs(trial, train_data, epochs)
+            cfg = _search_config(search_kwargs, self.data_dir)
+            search_verbose = self.search_verbose if self.search_verbose is not None else min(int(verbose), 1)
+            architecture = _run_search(search_kwargs, os.path.join(trial_dir, _SEARCH_DIR), self.strategy,
+                                       search_verbose, self.data_dir).architecture
+            score, record = self._score(architecture, cfg, train_data, validation_data, seed, train_values)
         except keras_tuner.errors.FatalError:
             raise
         except ValueError as error:  # a configuration problem: stop the tuner instead of failing each trial
             raise _fatal(str(error)) from error
-        model, metrics, record = scored
-        search_result.architecture.save(os.path.join(trial_dir, _ARCH_FILE))
-        self.save_model(trial.trial_id, model)
+        architecture.save(os.path.join(trial_dir, _ARCH_FILE))
+        self.save_model(trial.trial_id, score.model)
         record.update(trial_id=trial.trial_id, seed=seed,
                       hyperparameters={k: _json_value(v) for k, v in trial.hyperparameters.values.items()},
-                      search_dir=os.path.join(trial_dir, _SEARCH_DIR), architecture=str(search_result.architecture),
+                      search_dir=os.path.join(trial_dir, _SEARCH_DIR), architecture=str(architecture),
                       wall_time_s=round(time.time() - started, 2))
         checkpoint_lib.write_json_atomic(result_path, record)
         if not self.keep_search_checkpoints:
             shutil.rmtree(os.path.join(trial_dir, _SEARCH_DIR, "checkpoints"), ignore_errors=True)
-        return metrics
+        return score.metrics
 
-    def _run_search(self, train_data, epochs, search_values, seed, trial_dir, verbose):
-        from unas_keras.search import runner
-
-        kwargs = self._search_kwargs(train_data, epochs, search_values, seed)
-        search_verbose = self.search_verbose if self.search_verbose is not None else min(int(verbose), 1)
-        return runner.search(output_dir=os.path.join(trial_dir, _SEARCH_DIR), strategy=self.strategy,
-                             verbose=search_verbose, data_dir=self.data_dir, **kwargs)
-
-    def _train_and_score(self, architecture, cfg, train_data, validation_data, seed, train_values):
-        """Trains the derived network briefly; returns (model, metrics, result record)."""
-        import keras
-
-        from unas_keras import profile
-        from unas_keras.data import eval_data
-        from unas_keras.networks import build_model
-        from unas_keras.training import compile_for_training
-        from unas_keras.training import one_hot_labels
-
+    def _score(self, architecture, cfg, train_data, validation_data, seed, train_values):
+        """Trains the derived network briefly and scores it; returns (`scoring.Score`, result record)."""
         batch_size = self.train_batch_size or cfg["batch_size"]
-        split = validation_data if isinstance(_describe_validation(validation_data), (float, str)) else None
-        capped = self.train_steps_per_epoch is not None
-        train_ds, val_ds, info = eval_data(train_data, image_size=cfg["resolution"], batch_size=batch_size,
-                                           seed=seed, validation_split=split, channels=cfg["image_channels"],
-                                           start_epoch=0 if capped else None, data_dir=self.data_dir)
-        num_val = info.num_val
-        if split is None and validation_data is not None:
-            val_ds, num_val = _explicit_validation_dataset(validation_data, info, batch_size, self.data_dir)
-        steps = min(self.train_steps_per_epoch, info.steps_per_epoch) if capped else info.steps_per_epoch
-        train_epochs = self.train_epochs or cfg["epochs"]
-        learning_rate = float(train_values.get("train_learning_rate", self.train_learning_rate))
-        network_options = self._network_options(cfg)
-
-        keras.utils.set_random_seed(seed)
-        model = build_model(architecture, num_classes=info.num_classes, input_shape=info.input_shape,
-                            **network_options)
-        num_outputs = len(model.outputs) if isinstance(model.outputs, (list, tuple)) else 1
-        compile_for_training(model, steps_per_epoch=steps, epochs=train_epochs, learning_rate=learning_rate)
-        history = model.fit(one_hot_labels(train_ds, info.num_classes, num_outputs), epochs=train_epochs,
-                            steps_per_epoch=steps if capped else None, shuffle=False, verbose=0)
-        accuracy, loss = _evaluate(model, val_ds)
-
-        metrics = {"val_accuracy": float(accuracy), "val_loss": float(loss),
-                   "params": float(profile.count_params(model, exclude_auxiliary=True))}
+        train_ds, val_ds, info, num_val = _scoring_data(train_data, validation_data, cfg["resolution"],
+                                                        cfg["image_channels"], batch_size, seed, self.data_dir)
+        steps = min(self.train_steps_per_epoch or info.steps_per_epoch, info.steps_per_epoch)
+        recipe = training.Recipe(epochs=self.train_epochs or cfg["epochs"],
+                                 learning_rate=float(train_values.get("train_learning_rate", self.train_learning_rate)))
+        network_options = self._space_spec.network_options_from_search(cfg["space_options"], self.network_options)
+        latency = scoring.LatencySettings(self.latency_threads, self.latency_runs) if self.measure_latency else None
+        score = scoring.score_architecture(architecture, train_ds, val_ds, num_classes=info.num_classes,
+                                           input_shape=info.input_shape, steps_per_epoch=steps, recipe=recipe,
+                                           network_options=network_options, seed=seed, latency=latency)
         record = {"model": {"num_classes": int(info.num_classes), "input_shape": list(info.input_shape),
                             "network_options": network_options},
-                  "training": {"epochs": train_epochs, "steps_per_epoch": steps, "batch_size": batch_size,
-                               "learning_rate": learning_rate, "num_train": int(info.num_train),
-                               "num_val": int(num_val),
-                               "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}},
-                  "errors": {}}
-        try:
-            metrics["macs"] = float(profile.count_macs(model))
-        except (ValueError, TypeError) as error:
-            record["errors"]["macs"] = str(error)
-        if self.measure_latency:
-            try:
-                from unas_keras import latency
-
-                metrics["latency_ms"] = float(latency.measure_tflite(model, threads=self.latency_threads,
-                                                                     runs=self.latency_runs))
-            except Exception as error:  # conversion or runtime failure: record it, keep the trial
-                record["errors"]["latency_ms"] = f"{type(error).__name__}: {error}"
-        record["metrics"] = dict(metrics)
-        return model, metrics, record
+                  "training": {"epochs": recipe.epochs, "steps_per_epoch": steps, "batch_size": batch_size,
+                               "learning_rate": recipe.learning_rate, "num_train": int(info.num_train),
+                               "num_val": int(num_val), "history": score.history},
+                  "errors": dict(score.errors), "metrics": dict(score.metrics)}
+        return score, record
 
     # ------------------------------------------------------------------------------------ models & results
 
     def save_model(self, trial_id, model, step=0):
-        """Saves the trained derived network's weights in the trial folder."""
-        model.save_weights(os.path.join(self.get_trial_dir(trial_id), _WEIGHTS_FILE))
+        """Saves the trained derived network's weights in the trial folder (atomically)."""
+        from unas_keras import _atomic
+
+        _atomic.write_file_atomic(os.path.join(self.get_trial_dir(trial_id), _WEIGHTS_FILE), model.save_weights)
 
     def _read_result(self, trial):
         from unas_keras.search import checkpoint as checkpoint_lib
@@ -650,9 +634,8 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         return model
 
     def _best_completed_trials(self, num):
-        num = _check_int(num, "num", 1)
-        trials = self.oracle.get_best_trials(num)
-        return [t for t in trials if t.status == _COMPLETED]
+        num = check_int(num, "num", 1)
+        return [t for t in self.oracle.get_best_trials(num) if t.status == _COMPLETED]
 
     def get_best_architectures(self, num=1):
         """The derived architectures of the best completed trials, best first.
@@ -686,67 +669,22 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
 
         Each dict has trial_id, status, seed, hyperparameters (the other values), score, val_accuracy,
         val_loss, params, macs, latency_ms (None when not measured), architecture (compact string) and
-        trial_dir.
+        trial_dir (see `unas_keras.tuner_report.trial_row`).
         """
         total = len(self.oracle.trials)
         if num_trials is not None:
-            total = min(_check_int(num_trials, "num_trials", 1), total)
-        rows = []
-        for trial in self.oracle.get_best_trials(total) if total else []:
-            record = self._read_result(trial) or {}
-            metrics = record.get("metrics", {})
-            values = dict(trial.hyperparameters.values)
-            rows.append({
-                "trial_id": trial.trial_id, "status": str(trial.status), "seed": values.pop("seed", None),
-                "hyperparameters": values, "score": trial.score,
-                **{name: metrics.get(name) for name in METRIC_NAMES},
-                "architecture": record.get("architecture"), "trial_dir": self.get_trial_dir(trial.trial_id),
-            })
-        return rows
+            total = min(check_int(num_trials, "num_trials", 1), total)
+        trials = self.oracle.get_best_trials(total) if total else []
+        return [tuner_report.trial_row(t, self._read_result(t), self.get_trial_dir(t.trial_id)) for t in trials]
 
     def results_summary(self, num_trials=10):
         """Prints a table of the best trials: id, seed and hyper-parameters, validation accuracy,
         parameters, multiply-adds and latency."""
-        rows = self.get_trial_results(num_trials)
-        objective = self.oracle.objective
-        print("Results summary")
-        print(f"Results in {self.project_dir}")
-        print(f"Space {self.space}, estimator {self.estimator}, search objective {self.search_objective}; "
-              f"trials ranked by {objective}")
-        completed = sum(r["status"] == "COMPLETED" for r in rows)
-        print(f"Showing {len(rows)} of {len(self.oracle.trials)} trials ({completed} completed shown)")
-        hp_names = []
-        for row in rows:
-            hp_names.extend(n for n in row["hyperparameters"] if n not in hp_names)
-        headers = ["trial", "status", "seed"] + hp_names + ["val_accuracy", "params", "MACs", "latency_ms"]
-
-        def fmt(value, kind=None):
-            if value is None:
-                return "-"
-            if kind == "acc":
-                return f"{value:.4f}"
-            if kind == "count":
-                value = float(value)
-                return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}K" if value >= 1e3 else f"{value:.0f}"
-            if kind == "ms":
-                return f"{value:.3f}"
-            if isinstance(value, float):
-                return f"{value:.4g}"
-            return str(value)
-
-        table = [headers]
-        for row in rows:
-            table.append([row["trial_id"], row["status"], fmt(row["seed"])]
-                         + [fmt(row["hyperparameters"].get(n)) for n in hp_names]
-                         + [fmt(row["val_accuracy"], "acc"), fmt(row["params"], "count"), fmt(row["macs"], "count"),
-                            fmt(row["latency_ms"], "ms")])
-        widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-        for i, line in enumerate(table):
-            print("  ".join(cell.rjust(w) if i and j >= 2 else cell.ljust(w)
-                            for j, (cell, w) in enumerate(zip(line, widths))).rstrip())
-        for row in rows:
-            if row["architecture"]:
-                print(f"trial {row['trial_id']}: {row['architecture']}")
+        settings = (f"Space {self.space}, estimator {self.estimator}, search objective "
+                    f"{self.search_objective}")
+        lines = tuner_report.summary_lines(self.get_trial_results(num_trials), self.project_dir, settings,
+                                           self.oracle.objective, len(self.oracle.trials))
+        print("\n".join(lines))
 
     def search_space_summary(self, extended=False):
         """Prints the hyper-parameter space and the fixed settings of every search."""

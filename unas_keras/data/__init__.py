@@ -11,6 +11,7 @@ from unas_keras.data.constants import EMBEDDED_DATASETS
 from unas_keras.data.pipelines import EvalInfo
 from unas_keras.data.pipelines import SearchData
 from unas_keras.data.pipelines import dataset_info
+from unas_keras.data.pipelines import eval_batches
 from unas_keras.data.pipelines import eval_data
 from unas_keras.data.pipelines import representative_arrays
 from unas_keras.data.pipelines import search_data
@@ -23,6 +24,7 @@ __all__ = [
     "EvalInfo",
     "SearchData",
     "dataset_info",
+    "eval_batches",
     "eval_data",
     "representative_arrays",
     "search_data",

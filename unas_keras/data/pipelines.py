@@ -413,16 +413,54 @@ def eval_data(dataset, image_size, batch_size, seed=0, cutout=0, augment=None, v
     else:
         train_ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(
             lambda e: epoch(_fold(root, _MAX_EPOCHS, e)))
-    zero = tf.zeros([2], tf.int64)
-    val_ds = val_part.ordered(None).map(lambda image, label: eval_fn(image, label, zero),
-                                        num_parallel_calls=_AUTOTUNE, deterministic=True).batch(batch_size)
-    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(-(-val_part.size // batch_size)))
+    val_ds = _evaluation_batches(val_part, eval_fn, batch_size)
     info = EvalInfo(name=source.info.name, num_classes=source.info.num_classes,
                     input_shape=(image_size, image_size, channels), num_train=train_part.size,
                     num_val=val_part.size, steps_per_epoch=steps,
                     validation_steps=-(-val_part.size // batch_size), batch_size=batch_size,
                     validation_split=split, augment=policy, cutout=cutout, mean=mean, std=std)
     return (_with_options(train_ds.prefetch(_AUTOTUNE)), _with_options(val_ds.prefetch(_AUTOTUNE)), info)
+
+
+def _evaluation_batches(part, preprocess, batch_size):
+    """`part` in a fixed order, preprocessed without augmentation, batched (the last batch may be partial)."""
+    zero = tf.zeros([2], tf.int64)
+    batches = part.ordered(None).map(lambda image, label: preprocess(image, label, zero),
+                                     num_parallel_calls=_AUTOTUNE, deterministic=True).batch(batch_size)
+    return batches.apply(tf.data.experimental.assert_cardinality(-(-part.size // batch_size)))
+
+
+def eval_batches(dataset, image_size, batch_size, mean, std, channels=3, data_dir=None):
+    """Every training example of `dataset`, in a fixed order, preprocessed for evaluation with given statistics.
+
+    For evaluating on other data than a training set's own evaluation part, normalised like that training
+    set: pass its `EvalInfo.mean` and `EvalInfo.std` (see `eval_data`).
+
+    Args:
+        dataset: as in `search_data` (its training split is used whole).
+        image_size: output side.
+        batch_size: examples per batch.
+        mean: per-channel normalisation mean (`channels` values).
+        std: per-channel normalisation standard deviation.
+        channels: 1 or 3.
+        data_dir: tensorflow-datasets data directory.
+
+    Returns:
+        (batches, number of examples); the batches yield (x float32 NHWC, y int32), the last one possibly
+        partial.
+
+    Raises:
+        ValueError: bad argument or unusable dataset.
+    """
+    image_size = _check_int(image_size, "image_size", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    channels = _check_channels(channels)
+    source = sources.resolve(dataset, data_dir)
+    part = source.train_part(channels)
+    if part.size < 1:
+        raise ValueError("dataset %r is empty" % source.info.name)
+    preprocess = preprocessing.make_preprocess_fn(image_size, source.variable_size, "none", tuple(mean), tuple(std))
+    return _with_options(_evaluation_batches(part, preprocess, batch_size).prefetch(_AUTOTUNE)), part.size
 
 
 def representative_arrays(dataset, image_size, num=100, seed=0, channels=3, data_dir=None):
