@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 
+from unas_keras import _compat
 from unas_keras.search import run_config
 
 _OUTPUT_FILES = ("architecture.json", "distribution.json", "history.json", "run.json")
@@ -354,7 +355,7 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
 
     # Seed and determinism (op determinism is switched back off afterwards if it was off before).
     effective_seed = cfg["seed"]
-    determinism_was_on = _op_determinism_enabled()
+    determinism_was_on = _compat.is_op_determinism_enabled()
     if effective_seed is None:
         effective_seed = (previous or {}).get("effective_seed")
         if effective_seed is None:
@@ -378,7 +379,7 @@ def search(space="darts", dataset="digits", estimator="rebar", objective="gen_ga
         if not is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
         if not determinism_was_on:
-            _disable_op_determinism()
+            _compat.disable_op_determinism()
 
 
 def _uses_gpu(strategy):
@@ -416,21 +417,6 @@ def _check_callbacks(callbacks):
         if not isinstance(callback, keras.callbacks.Callback):
             raise ValueError(f"callbacks must be keras.callbacks.Callback objects, got {type(callback).__name__}.")
     return callbacks
-
-
-def _op_determinism_enabled():
-    from tensorflow.python.framework import config as tf_config
-
-    check = getattr(tf_config, "is_op_determinism_enabled", None)
-    return bool(check()) if check is not None else False
-
-
-def _disable_op_determinism():
-    from tensorflow.python.framework import config as tf_config
-
-    disable = getattr(tf_config, "disable_op_determinism", None)
-    if disable is not None:
-        disable()
 
 
 def _run(cfg, dataset, strategy, num_replicas, multi_worker, is_chief, output_dir, work_dir,
