@@ -9,11 +9,11 @@ Defaults are chosen by a *profile* of the dataset:
 * ``"demo"``: the embedded ``digits`` set. Small enough that the default search finishes in a few minutes
   on 2 CPU cores while still learning a distribution (see `DEFAULTS`; higher learning rates than the
   paper's, since the run is a few hundred iterations long).
-* ``"cifar"``: ``cifar10`` / ``cifar100``, the paper's CIFAR settings (spec section 4).
+* ``"cifar"``: ``cifar10`` / ``cifar100``, the paper's CIFAR settings (docs/ALGORITHM.md section 7.1).
 * ``"imagenet"``: ``imagenet2012`` (alias ``imagenet``), the paper's ImageNet settings.
 * ``"generic"``: any other tensorflow-datasets name, a folder of images, or arrays.
 
-Optimisers (spec section 4; the demo and generic profiles raise the two initial learning rates): weights Adam lr 3e-4, weight decay 3e-4, cosine
+Optimisers (docs/ALGORITHM.md section 6; the demo and generic profiles raise the two initial learning rates): weights Adam lr 3e-4, weight decay 3e-4, cosine
 to 1e-4; architecture logits Adam lr 1e-3, weight decay 1e-6, cosine to 3e-4; both learning rates (and
 their floors) scaled by global batch / 64. Weight decay is the release's: coupled L2 added to the gradient
 after the global-norm clip (`weight_clipnorm`), before Adam's moments (`unas_keras.optimizers.Adam`).
@@ -37,7 +37,7 @@ PROFILES = ("demo", "cifar", "imagenet", "generic")
 _DATASET_ALIASES = {"imagenet": "imagenet2012"}
 _PROFILE_OF = {"digits": "demo", "cifar10": "cifar", "cifar100": "cifar", "imagenet2012": "imagenet"}
 
-# Hyper-parameters shared by every profile (spec section 4).
+# Hyper-parameters shared by every profile (docs/ALGORITHM.md section 6).
 COMMON = {
     "estimator": "rebar",
     "objective": "gen_gap",

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the UNAS search (spec section 4).
+"""Learning-rate schedules of the UNAS search (docs/ALGORITHM.md section 6).
 
 Weights: Adam, cosine decay 3e-4 -> 1e-4 over the whole run. Architecture
 logits: Adam, cosine decay 1e-3 -> 3e-4 over the architecture steps (the

@@ -1,6 +1,6 @@
 """`SearchModel`: one UNAS search iteration as a Keras `train_step`.
 
-One iteration (spec section 4) on a pair of batches `((x_train, y_train),
+One iteration (docs/ALGORITHM.md section 6) on a pair of batches `((x_train, y_train),
 (x_val, y_val))`:
 
 1. Sample architectures from the learned distribution: one per example
