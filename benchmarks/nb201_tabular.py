@@ -10,7 +10,7 @@ same budget of table queries, this compares
   batch mean), Adam;
 * UNAS for a non-differentiable loss: `unas_keras.estimators.get("relax")`,
   i.e. REBAR's construction with a differentiable control variate `g`
-  (spec section 2),
+  (docs/ALGORITHM.md section 3.4),
       surrogate = mean(sg(L(z) - g(zeta_in)) log p(z)) + mean(g(zeta_in)),
   where `g` is a ridge regression on the one-hot edges (and, with
   `--pairwise`, their pairwise interactions) refitted every `--refit_every`

@@ -7,7 +7,7 @@ ReLUConvBN, SepConv, DilConv, FactorizedReduce, pools with
 count_include_pad=False; stem multiplier 3 on CIFAR, three stride-2 stems on
 ImageNet; reductions at layers // 3 and 2 * layers // 3), written from the
 DARTS paper and code structure (not from the UNAS release), with the genotypes
-typed from the DARTS paper and UNAS_SPEC.md section 5. Parameters were counted
+typed from the DARTS paper and docs/ALGORITHM.md section 8.1. Parameters were counted
 as DARTS's `utils.count_parameters_in_MB` does (every parameter outside the
 auxiliary head, BN scale/offset included); multiply-adds with forward hooks
 on every Conv2d and Linear at batch 1. DARTS_V2 gives 3,349,342, the number

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras.src.applications import imagenet_utils
 
+from unas_keras import _compat
 from unas_keras.layers.mbconv import MBConv, correct_pad
 from unas_keras.layers.mbconv_choice import MBConvChoice
 from unas_keras.space.proxyless import BLOCK_CHOICES, OPTIONAL_CHOICES
@@ -26,7 +26,7 @@ def _mbconv_params(cin, cout, k, e):
 @pytest.mark.parametrize("kernel", [3, 5, 7])
 def test_correct_pad_matches_keras(side, kernel):
     x = keras.KerasTensor((1, side, side + 1, 4))
-    assert correct_pad((side, side + 1), kernel) == imagenet_utils.correct_pad(x, kernel)
+    assert correct_pad((side, side + 1), kernel) == _compat.keras_correct_pad(x, kernel)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ custom cells and `keras.ops` calls alike (TensorFlow backend only).
 
 import numpy as np
 
+from unas_keras import _compat
+
 #: Graph ops whose multiply-adds are counted, by kind.
 _CONV_OPS = ("Conv2D", "Conv3D", "DepthwiseConv2dNative")
 _MATMUL_OPS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
@@ -29,7 +31,7 @@ def count_params(model, exclude_auxiliary=False):
     """
     excluded = set()
     if exclude_auxiliary:
-        for layer in model._flatten_layers(include_self=False, recursive=True):
+        for layer in _compat.flatten_layers(model, include_self=False, recursive=True):
             if layer.name.startswith("auxiliary"):
                 excluded.update(id(w) for w in layer.weights)
     seen = set()

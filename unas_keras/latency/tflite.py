@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 
+from unas_keras import _compat
 from unas_keras._atomic import write_bytes_atomic
 
 #: Ways to turn a Keras model into a TFLite model (see `convert_to_tflite`).
@@ -145,11 +146,8 @@ def convert_to_tflite(model, quantize="none", representative_data=None, input_sh
             model.export(export_dir, format="tf_saved_model", input_signature=signature, verbose=False)
             converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
         elif method == "frozen_graph":
-            from tensorflow.python.framework.convert_to_constants import (
-                convert_variables_to_constants_v2)
-
             serve = tf.function(lambda x: model(x, training=False), input_signature=signature)
-            frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+            frozen = _compat.convert_variables_to_constants(serve.get_concrete_function())
             converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         else:
             # A tf.Module that tracks the model's TensorFlow variables, so the

@@ -10,6 +10,8 @@ change it between steps without retracing the model.
 import keras
 from keras import ops
 
+from unas_keras import _compat
+
 
 def _check_rate(rate):
     if not 0.0 <= float(rate) < 1.0:
@@ -66,7 +68,7 @@ class DropPath(keras.layers.Layer):
 
 def drop_path_layers(model):
     """Every `DropPath` layer inside `model` (nested layers included)."""
-    return [layer for layer in model._flatten_layers(include_self=True) if isinstance(layer, DropPath)]
+    return [layer for layer in _compat.flatten_layers(model) if isinstance(layer, DropPath)]
 
 
 def set_drop_path_rate(model, rate):

@@ -18,6 +18,7 @@ same order, same padding, same width rounding).
 import keras
 from keras import ops
 
+from unas_keras import _compat
 from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
 from unas_keras.layers.mbconv import MBConv
 from unas_keras.layers.mbconv_choice import DEFAULT_SKIP_THRESHOLD, MBConvChoice
@@ -408,8 +409,8 @@ def _copy_layer(src, dst):
 def _weight_leaves(layer):
     """Layers without sub-layers that hold weights, `layer` included."""
     return [
-        leaf for leaf in layer._flatten_layers(include_self=True, recursive=True)
-        if leaf.weights and not list(leaf._flatten_layers(include_self=False, recursive=False))
+        leaf for leaf in _compat.flatten_layers(layer, include_self=True, recursive=True)
+        if leaf.weights and not _compat.flatten_layers(leaf, include_self=False, recursive=False)
     ]
 
 

@@ -18,6 +18,8 @@ import os
 
 import tensorflow as tf
 
+from unas_keras import _compat
+
 
 def cluster_info(strategy):
     """Returns (is_multi_worker, is_chief, task_type, task_id) of a strategy."""
@@ -102,8 +104,7 @@ def mirrored_strategy(devices=None):
     Returns:
         A `tf.distribute.MirroredStrategy`.
     """
-    # A private class attribute, read once by the constructor; no public API moves the keys.
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000  # noqa: SLF001
+    _compat.advance_mirrored_collective_keys(100_000)
     return tf.distribute.MirroredStrategy(devices=devices)
 
 

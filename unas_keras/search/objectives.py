@@ -1,4 +1,4 @@
-"""The search objectives of UNAS (spec section 3), as per-example / per-sample tensors.
+"""The search objectives of UNAS (docs/ALGORITHM.md section 4), as per-example / per-sample tensors.
 
 Everything here is a pure function on tensors written with `keras.ops`, so it
 can be used inside `tf.function` and under any `tf.distribute` strategy.

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 
+from unas_keras import _compat
 from unas_keras.config import SearchConfig, config_differences
 
 _OUTPUT_FILES = ("architecture.json", "distribution.json", "history.json", "run.json")
@@ -286,7 +287,7 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
 
     # Seed and determinism (op determinism is switched back off afterwards if it was off before).
     effective_seed = cfg.seed
-    determinism_was_on = _op_determinism_enabled()
+    determinism_was_on = _compat.is_op_determinism_enabled()
     if effective_seed is None:
         effective_seed = (previous or {}).get("effective_seed")
         if effective_seed is None:
@@ -310,7 +311,7 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
         if not is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
         if not determinism_was_on:
-            _disable_op_determinism()
+            _compat.disable_op_determinism()
 
 
 def _uses_gpu(strategy):
@@ -348,21 +349,6 @@ def _check_callbacks(callbacks):
         if not isinstance(callback, keras.callbacks.Callback):
             raise ValueError(f"callbacks must be keras.callbacks.Callback objects, got {type(callback).__name__}.")
     return callbacks
-
-
-def _op_determinism_enabled():
-    from tensorflow.python.framework import config as tf_config
-
-    check = getattr(tf_config, "is_op_determinism_enabled", None)
-    return bool(check()) if check is not None else False
-
-
-def _disable_op_determinism():
-    from tensorflow.python.framework import config as tf_config
-
-    disable = getattr(tf_config, "disable_op_determinism", None)
-    if disable is not None:
-        disable()
 
 
 @dataclasses.dataclass

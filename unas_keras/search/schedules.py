@@ -1,4 +1,4 @@
-"""The two optimizers of a search and their learning-rate schedules (docs/ALGORITHM.md, the recipes).
+"""The two optimizers of a search and their learning-rate schedules (docs/ALGORITHM.md section 6).
 
 Weights: Adam with coupled L2 decay, cosine from `weight_lr` to `weight_lr_min` over the whole run.
 Architecture logits: Adam with coupled L2 decay, cosine from `arch_lr` to `arch_lr_min` over the

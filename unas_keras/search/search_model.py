@@ -1,6 +1,6 @@
 """`SearchModel`: one UNAS search iteration as a Keras `train_step`.
 
-One iteration (spec section 4) on a pair of batches `((x_train, y_train),
+One iteration (docs/ALGORITHM.md section 6) on a pair of batches `((x_train, y_train),
 (x_val, y_val))`:
 
 1. Sample architectures from the learned distribution: one per example
@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from unas_keras import _compat
 from unas_keras import estimators as estimators_lib
 from unas_keras.search import objectives as objectives_lib
 from unas_keras.search.distribution import ArchitectureDistribution
@@ -61,7 +62,7 @@ def _check_number(value, what, minimum=0.0, integer=False, allow_none=False):
 
 def _has_dropout(model):
     """Whether `model` holds a Dropout layer with a positive rate (stochastic forward passes)."""
-    for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+    for layer in _compat.flatten_layers(model, include_self=False):
         if isinstance(layer, keras.layers.Dropout) and float(getattr(layer, "rate", 0.0)) > 0:
             return True
     return False
@@ -369,11 +370,11 @@ class SearchModel(keras.Model):
         """
         if self.train_function is not None and not force:
             return self.train_function
-        search_fn = self._make_function(functools.partial(self.replica_step, warmup=False))
+        search_fn = _compat.make_train_function(self, functools.partial(self.replica_step, warmup=False))
         if self.warmup_steps == 0:
             self.train_function = search_fn
             return self.train_function
-        warmup_fn = self._make_function(functools.partial(self.replica_step, warmup=True))
+        warmup_fn = _compat.make_train_function(self, functools.partial(self.replica_step, warmup=True))
 
         def function(iterator):
             return warmup_fn(iterator) if self.in_warmup() else search_fn(iterator)

@@ -1,0 +1,111 @@
+"""Every private TensorFlow / Keras API unas_keras uses, each behind one function with its reason.
+
+Nothing else in the package (apps, benchmarks and tests included) touches `keras.src`,
+`tensorflow.python` or an underscore attribute of a TensorFlow / Keras object. `tests/test_compat.py`
+exercises each function against the installed versions, so a release that moves one fails there,
+loudly and by name, instead of somewhere deep in a search.
+
+Public replacements were looked for first (TensorFlow 2.21, Keras 3.15) and are used where they exist;
+the reason given with each function is why none does the job here. TensorFlow and the private
+modules are imported inside the functions that need them: the Keras-only layers import this module too,
+and a moved private module must break only the feature that uses it.
+"""
+
+
+def flatten_layers(layer, include_self=True, recursive=True):
+    """Every layer nested in `layer`, each once, depth first (`layer` itself first if `include_self`).
+
+    Why private (`Layer._flatten_layers`): Keras 3 has no public walk over nested layers. `Model.layers`
+    lists only a model's direct children (it is `_flatten_layers(include_self=False, recursive=False)`),
+    and a plain `keras.layers.Layer` holding sub-layers (our cells, `MBConvChoice`) has no `layers` at
+    all, so a recursion over `.layers` would miss everything inside them.
+    """
+    return list(layer._flatten_layers(include_self=include_self, recursive=recursive))  # noqa: SLF001
+
+
+def make_train_function(model, step_function):
+    """Keras' own train function around `step_function` (for `Model.make_train_function`).
+
+    It runs `step_function` on every replica of `model.distribute_strategy`, reduces the outputs,
+    loops `steps_per_execution` times and wraps it all in `tf.function` (honouring `run_eagerly` and
+    `jit_compile`), exactly as for `train_step`.
+
+    Why private (`TensorFlowTrainer._make_function`): the public `make_train_function` builds that
+    function only around `self.train_step`. `SearchModel` needs two of them (warm-up and search steps),
+    because a synchronisation point (all-reduce, optimizer update) cannot sit inside a `tf.cond`.
+    """
+    return model._make_function(step_function)  # noqa: SLF001
+
+
+def is_op_determinism_enabled():
+    """Whether `tf.config.experimental.enable_op_determinism()` is in force (False if unknown).
+
+    Why private (`tensorflow.python.framework.config`): TensorFlow exports `enable_op_determinism`
+    but neither the query nor the way back; a seeded search turns determinism on for its run and must
+    restore the caller's setting afterwards.
+    """
+    from tensorflow.python.framework import config
+
+    check = getattr(config, "is_op_determinism_enabled", None)
+    return bool(check()) if check is not None else False
+
+
+def disable_op_determinism():
+    """Undoes `tf.config.experimental.enable_op_determinism()` (a no-op if TensorFlow cannot).
+
+    Why private: see `is_op_determinism_enabled`.
+    """
+    from tensorflow.python.framework import config
+
+    disable = getattr(config, "disable_op_determinism", None)
+    if disable is not None:
+        disable()
+
+
+def advance_mirrored_collective_keys(step=100_000):
+    """Moves the collective keys the next `tf.distribute.MirroredStrategy` numbers its all-reduces from.
+
+    Why private (`MirroredStrategy._collective_key_base`, read once by the constructor): every
+    strategy in a process numbers its collectives from the same keys, and the collective runtime
+    remembers each key's tensor shape, so a second strategy (a second search, a tuner trial) aborts
+    with "Shape mismatch in the collective instance" (tensorflow/tensorflow#62790). No public API
+    moves the keys; TensorFlow's own test utilities do the same.
+    """
+    import tensorflow as tf
+
+    tf.distribute.MirroredStrategy._collective_key_base += step  # noqa: SLF001
+
+
+def convert_variables_to_constants(concrete_function):
+    """A copy of `concrete_function` with its variables frozen into constants (the "frozen_graph"
+    TFLite conversion method).
+
+    Why private (`tensorflow.python.framework.convert_to_constants.convert_variables_to_constants_v2`):
+    its only public spelling is the TF1 graph API (`tf.compat.v1.graph_util`), which takes a session.
+    """
+    from tensorflow.python.framework import convert_to_constants
+
+    return convert_to_constants.convert_variables_to_constants_v2(concrete_function)
+
+
+def keras_correct_pad(inputs, kernel_size):
+    """Keras' padding for a strided "valid" convolution in its MobileNet applications (tests only).
+
+    Why private (`keras.src.applications.imagenet_utils.correct_pad`): the reference our
+    `unas_keras.layers.mbconv.correct_pad` must match, so that `mobilenet_v2` reproduces
+    `keras.applications.MobileNetV2`; Keras does not export it.
+    """
+    from keras.src.applications import imagenet_utils
+
+    return imagenet_utils.correct_pad(inputs, kernel_size)
+
+
+__all__ = [
+    "advance_mirrored_collective_keys",
+    "convert_variables_to_constants",
+    "disable_op_determinism",
+    "flatten_layers",
+    "is_op_determinism_enabled",
+    "keras_correct_pad",
+    "make_train_function",
+]
