@@ -24,7 +24,8 @@ def _load_passes():
 passes = _load_passes()
 
 # What each estimator reads (hard loss, relaxed loss) and each objective reads (train, val batch);
-# tests/test_search_model.py checks these tables against the real estimators and objectives.
+# test_estimators.py (test_needs_flags) and test_search_model.py (test_the_model_runs_its_pass_plan) check
+# them against the real estimators and objectives.
 ESTIMATOR_NEEDS = {"reinforce": (True, False), "gumbel_softmax": (False, True), "rebar": (True, True),
                    "relax": (True, True)}
 OBJECTIVE_BATCHES = {"gen_gap": (True, True), "train": (True, False), "val": (False, True)}
