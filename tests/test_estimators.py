@@ -290,7 +290,7 @@ def test_estimators_own_their_state():
         est = estimators.get(name)
         est.create_state()
         assert est.variables == []
-        assert est.baseline_for_step(hard_loss, first_step=True) is None
+        assert est.baseline_for_step(hard_loss, step=0) is None
         est.update_baseline(None, hard_loss)   # nothing to update
     est = estimators.get("reinforce", baseline_decay=0.75)
     assert est.variables == [] and est.baseline is None
@@ -299,11 +299,11 @@ def test_estimators_own_their_state():
     assert not baseline.trainable and baseline.dtype == "float32" and baseline.aggregation == "mean"
     est.create_state()
     assert est.variables == [baseline]   # created once
-    used = est.baseline_for_step(hard_loss, first_step=tf.constant(True))
+    used = est.baseline_for_step(hard_loss, step=tf.constant(3), first_step=3)
     np.testing.assert_allclose(used.numpy(), 2.0)   # the first step uses the batch mean
     est.update_baseline(used, hard_loss)
     np.testing.assert_allclose(baseline.numpy(), 2.0)
-    used = est.baseline_for_step(tf.constant([6.0, 6.0]), first_step=False)
+    used = est.baseline_for_step(tf.constant([6.0, 6.0]), step=4, first_step=3)
     np.testing.assert_allclose(used.numpy(), 2.0)   # later steps use the average ...
     est.update_baseline(used, tf.constant([6.0, 6.0]))
     np.testing.assert_allclose(baseline.numpy(), 0.75 * 2.0 + 0.25 * 6.0)   # ... then move it

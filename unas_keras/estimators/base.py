@@ -235,14 +235,15 @@ class Estimator:
     def create_state(self):
         """Creates the state variables if they do not exist yet (none here)."""
 
-    def baseline_for_step(self, hard_loss, first_step):
-        """The baseline a step's surrogate uses, or None (no baseline here).
+    def baseline_for_step(self, hard_loss, step, first_step=0):
+        """The baseline the surrogate of step `step` uses, or None (no baseline here).
 
         Args:
             hard_loss: `[N]` loss at this step's hard samples.
-            first_step: scalar bool (tensor or Python): whether this is the first step.
+            step: the step's index (int or scalar int tensor).
+            first_step: the index of the first step; steps up to it start the baseline afresh.
         """
-        del hard_loss, first_step
+        del hard_loss, step, first_step
         return None
 
     def update_baseline(self, baseline, hard_loss):

@@ -30,7 +30,7 @@ class Reinforce(base.Estimator):
         super().__init__(temperature=temperature)
         self.baseline_decay = base._check_decay(baseline_decay)  # pylint: disable=protected-access
         self._baseline = None      # the moving average
-        self._initialized = None   # `surrogate_loss` only: whether it has set the baseline yet
+        self._calls = None         # `surrogate_loss` only: its calls since the last reset
 
     # ---------------------------------------------------------------- state
     @property
@@ -43,10 +43,10 @@ class Reinforce(base.Estimator):
             self._baseline = keras.Variable(0.0, trainable=False, dtype="float32", name="reinforce_baseline",
                                             aggregation="mean")
 
-    def baseline_for_step(self, hard_loss, first_step):
-        """The batch mean of `hard_loss` on the first step, the moving average after it."""
+    def baseline_for_step(self, hard_loss, step, first_step=0):
+        """The batch mean of `hard_loss` up to the first step, the moving average after it."""
         self.create_state()
-        return ops.where(first_step, ops.cast(ops.mean(hard_loss), "float32"), self._baseline.value)
+        return ops.where(step <= first_step, ops.cast(ops.mean(hard_loss), "float32"), self._baseline.value)
 
     def update_baseline(self, baseline, hard_loss):
         """Moves the average towards this step's batch mean (`next_baseline`)."""
@@ -61,8 +61,8 @@ class Reinforce(base.Estimator):
 
     def reset_baseline(self):
         """Forgets the baseline; the next `surrogate_loss` call re-initialises it."""
-        if self._initialized is not None:
-            self._initialized.assign(False)
+        if self._calls is not None:
+            self._calls.assign(0)
 
     def sample(self, logits, seed=None):
         logits = base.check_float_tensor(logits, "logits", min_rank=1)
@@ -84,15 +84,13 @@ class Reinforce(base.Estimator):
         return ops.mean((hard_loss - baseline) * log_prob) + baseline
 
     def _surrogate(self, log_prob, hard_loss, relaxed_loss):
-        if self._initialized is None:
-            self._initialized = keras.Variable(
-                False, trainable=False, dtype="bool", name="reinforce_baseline_initialized"
-            )
+        if self._calls is None:
+            self._calls = keras.Variable(0, trainable=False, dtype="int64", name="reinforce_calls")
         # On the first call the baseline used is the batch mean; it is updated after use.
-        used = self.baseline_for_step(hard_loss, first_step=ops.logical_not(self._initialized.value))
+        used = self.baseline_for_step(hard_loss, step=self._calls.value)
         loss = self.surrogate_from_losses(log_prob, hard_loss, None, baseline=used)
         self.update_baseline(used, hard_loss)
-        self._initialized.assign(True)
+        self._calls.assign_add(1)
         return loss
 
     def get_config(self):

@@ -56,6 +56,11 @@ SAMPLINGS = ("per_example", "per_minibatch")
 
 _SEED_SALT = 0x5EA5C4  # separates the architecture noise stream from other uses of `seed`
 
+# The logs of an iteration (with a latency model: also _LATENCY_METRICS).
+_METRICS = ("loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy", "arch_loss",
+            "weight_loss")
+_LATENCY_METRICS = ("latency_ms", "sampled_latency_ms")
+
 
 def _check_number(value, what, minimum=0.0, integer=False, allow_none=False):
     if value is None and allow_none:
@@ -65,6 +70,27 @@ def _check_number(value, what, minimum=0.0, integer=False, allow_none=False):
         kind = "an int" if integer else "a number"
         raise ValueError(f"`{what}` must be {kind} >= {minimum}. Received: {value!r}")
     return int(value) if integer else float(value)
+
+
+def _check_supernet(supernet):
+    if not isinstance(supernet, keras.Model) or not hasattr(supernet, "search_space") \
+            or not callable(getattr(supernet, "mix_weights", None)):
+        raise ValueError(
+            "`supernet` must be a supernet keras.Model with a `search_space` attribute and a "
+            "`mix_weights` method (see unas_keras.networks.build_supernet). "
+            f"Received: {type(supernet).__name__}"
+        )
+
+
+def _check_latency_model(latency, target_latency_ms):
+    if target_latency_ms is not None and latency is None:
+        raise ValueError("`target_latency_ms` needs a `latency` model (predict_ms / surrogate_weights).")
+    if latency is not None and not (callable(getattr(latency, "predict_ms", None))
+                                    and callable(getattr(latency, "surrogate_weights", None))):
+        raise ValueError(
+            "`latency` must have `predict_ms(architecture)` and `surrogate_weights(search_space)`. "
+            f"Received: {type(latency).__name__}"
+        )
 
 
 def _has_dropout(model):
@@ -151,13 +177,8 @@ class SearchModel(keras.Model):
                  recompute_val_pass=None, **kwargs):
         kwargs.setdefault("name", "search_model")
         super().__init__(**kwargs)
-        if not isinstance(supernet, keras.Model) or not hasattr(supernet, "search_space") \
-                or not callable(getattr(supernet, "mix_weights", None)):
-            raise ValueError(
-                "`supernet` must be a supernet keras.Model with a `search_space` attribute and a "
-                "`mix_weights` method (see unas_keras.networks.build_supernet). "
-                f"Received: {type(supernet).__name__}"
-            )
+        _check_supernet(supernet)
+        _check_latency_model(latency, target_latency_ms)
         if sampling not in SAMPLINGS:
             raise ValueError(f"Unknown sampling {sampling!r}; expected one of {list(SAMPLINGS)}.")
         objectives_lib.check_objective(objective)
@@ -177,14 +198,6 @@ class SearchModel(keras.Model):
         self.soften_eps = _check_number(soften_eps, "soften_eps")
         self.sampling = sampling
         self.warmup_steps = _check_number(warmup_steps, "warmup_steps", integer=True)
-        if target_latency_ms is not None and latency is None:
-            raise ValueError("`target_latency_ms` needs a `latency` model (predict_ms / surrogate_weights).")
-        if latency is not None and not (callable(getattr(latency, "predict_ms", None))
-                                        and callable(getattr(latency, "surrogate_weights", None))):
-            raise ValueError(
-                "`latency` must have `predict_ms(architecture)` and `surrogate_weights(search_space)`. "
-                f"Received: {type(latency).__name__}"
-            )
         self.latency = latency
         self.target_latency_ms = _check_number(target_latency_ms, "target_latency_ms", allow_none=True)
         self.latency_lambda = _check_number(latency_lambda, "latency_lambda")
@@ -219,10 +232,7 @@ class SearchModel(keras.Model):
         with keras.name_scope(self.name):
             self.estimator.create_state()
         self._estimator_variables = list(self.estimator.variables)
-        names = ["loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy",
-                 "arch_loss", "weight_loss"]
-        if latency is not None:
-            names += ["latency_ms", "sampled_latency_ms"]
+        names = _METRICS + (_LATENCY_METRICS if latency is not None else ())
         self._trackers = [keras.metrics.Mean(name=name) for name in names]
         self._tracker_by_name = {t.name: t for t in self._trackers}
         # evaluate() keeps its own means, so that evaluating never touches the search's epoch metrics.
@@ -581,7 +591,7 @@ class SearchModel(keras.Model):
         hard_objective = objectives.get(passes_lib.HARD)
         relaxed_objective = objectives.get(passes_lib.RELAXED)
         # The first architecture step comes right after warm-up (REINFORCE starts its average there).
-        baseline = self.estimator.baseline_for_step(hard_objective, first_step=step <= self.warmup_steps)
+        baseline = self.estimator.baseline_for_step(hard_objective, step, first_step=self.warmup_steps)
         arch_loss = self.estimator.surrogate_from_losses(sample.log_prob, hard_objective, relaxed_objective,
                                                          baseline=baseline)
         return _Iteration(sample=sample, logits=logits, ce=ce, hard_objective=hard_objective,
