@@ -505,7 +505,8 @@ class SearchModel(keras.Model):
 
     def _search_step(self, batches, num_samples, seed, step, num_replicas):
         """A full iteration: architecture step then weight step, and the metrics."""
-        arch_grads, weight_grads, result = self._search_gradients(batches, num_samples, seed, step, num_replicas)
+        arch_grads, weight_grads, result = self._search_gradients(
+            batches, num_samples, seed, step, num_replicas)
         self.arch_optimizer.apply(arch_grads, self.distribution.trainable_variables)
         self._apply_weight_gradients(weight_grads, num_replicas)
         self.estimator.update_baseline(result.baseline, result.hard_objective)
@@ -561,7 +562,8 @@ class SearchModel(keras.Model):
             tape.watch(_watchable(weight_vars))
             sample = self.distribution.sample(self.estimator, num_samples, seed)
             logits = self._run_passes(sample, batches, tape)
-            ce = {p: objectives_lib.cross_entropy(batches.labels(p.batch), value) for p, value in logits.items()}
+            ce = {p: objectives_lib.cross_entropy(batches.labels(p.batch), value)
+                  for p, value in logits.items()}
             if plan.recomputed is not None:
                 # The surrogate's sensitivity to each loss of that pass, d arch_loss / d L_i.
                 tape.watch(ce[plan.recomputed])
