@@ -284,6 +284,38 @@ def test_reinforce_baseline_initialised_then_updated_after_use():
     np.testing.assert_allclose(est.baseline.numpy(), seen[2].mean(), rtol=1e-6)
 
 
+def test_estimators_own_their_state():
+    hard_loss = tf.constant([1.0, 3.0])
+    for name in ("gumbel_softmax", "rebar", "relax"):
+        est = estimators.get(name)
+        est.create_state()
+        assert est.variables == []
+        assert est.baseline_for_step(hard_loss, step=0) is None
+        est.update_baseline(None, hard_loss)   # nothing to update
+    est = estimators.get("reinforce", baseline_decay=0.75)
+    assert est.variables == [] and est.baseline is None
+    est.create_state()
+    (baseline,) = est.variables
+    assert not baseline.trainable and baseline.dtype == "float32" and baseline.aggregation == "mean"
+    est.create_state()
+    assert est.variables == [baseline]   # created once
+    used = est.baseline_for_step(hard_loss, step=tf.constant(3), first_step=3)
+    np.testing.assert_allclose(used.numpy(), 2.0)   # the first step uses the batch mean
+    est.update_baseline(used, hard_loss)
+    np.testing.assert_allclose(baseline.numpy(), 2.0)
+    used = est.baseline_for_step(tf.constant([6.0, 6.0]), step=4, first_step=3)
+    np.testing.assert_allclose(used.numpy(), 2.0)   # later steps use the average ...
+    est.update_baseline(used, tf.constant([6.0, 6.0]))
+    np.testing.assert_allclose(baseline.numpy(), 0.75 * 2.0 + 0.25 * 6.0)   # ... then move it
+
+
+def test_accepted_options():
+    assert estimators.accepted_options("reinforce", baseline_decay=0.5, other=1) == {"baseline_decay": 0.5}
+    assert estimators.accepted_options("UNAS", baseline_decay=0.5) == {}
+    assert estimators.accepted_options(estimators.get("reinforce"), baseline_decay=0.5) == {}
+    assert estimators.accepted_options("nope", baseline_decay=0.5) == {}
+
+
 def test_next_baseline_is_pure():
     np.testing.assert_allclose(estimators.next_baseline(2.0, 4.0, 0.75).numpy(), 2.5)
     np.testing.assert_allclose(

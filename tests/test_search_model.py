@@ -9,8 +9,8 @@ import tensorflow as tf
 from keras import ops
 
 from unas_keras.search import SearchModel
-from unas_keras.search.distributed import mirrored_strategy
 from unas_keras.search import objectives as objectives_lib
+from unas_keras.search.distributed import mirrored_strategy
 
 ALL_METRICS = {"loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy",
                "arch_loss", "weight_loss"}
@@ -219,6 +219,45 @@ def test_only_the_needed_passes_run(estimator, objective, passes):
     assert set(info["passes"]) == passes
     assert all(np.all(np.isfinite(np.array(g))) for g in arch + weights)
     assert any(float(np.abs(np.array(g)).sum()) > 0 for g in arch)
+
+
+@pytest.mark.parametrize("objective", ["gen_gap", "train", "val"])
+@pytest.mark.parametrize("estimator", ["reinforce", "gumbel_softmax", "rebar", "relax"])
+def test_the_model_runs_its_pass_plan(estimator, objective):
+    model = _model(estimator=estimator, objective=objective, recompute_val_pass=True)
+    plan = model.pass_plan
+    assert (plan.hard_loss, plan.relaxed_loss) == (model.estimator.needs_hard_loss,
+                                                   model.estimator.needs_relaxed_loss)
+    train_ce, val_ce = (plan.objective_passes("hard") if plan.hard_loss else plan.objective_passes("relaxed"))
+    assert (train_ce is not None, val_ce is not None) == (objectives_lib.uses_train_batch(objective),
+                                                          objectives_lib.uses_val_batch(objective))
+    _, _, info = model.search_gradients(_batches())
+    assert info["passes"] == tuple(p.name for p in plan.passes)
+    assert info["weight_key"] == plan.weight_pass.name
+    assert (info["hard_objective"] is not None, info["relaxed_objective"] is not None) == (
+        plan.hard_loss, plan.relaxed_loss)
+
+
+def test_reinforce_baseline_is_the_estimators_checkpointed_state():
+    model = _model(estimator="reinforce", baseline_decay=0.5)
+    assert model.estimator.baseline_decay == 0.5
+    (baseline,) = model.estimator.variables
+    paths = [v.path for v in model.variables]
+    # Where the model's own weight was before: right after search_step, under the model's name.
+    assert paths.index(baseline.path) == paths.index(model.search_step.path) + 1
+    assert baseline.path == "search_model/reinforce_baseline" and baseline.aggregation == "mean"
+    assert "reinforce_baseline" not in " ".join(v.path for v in _model(estimator="rebar").variables)
+    data = _batches()
+    _, _, first = model.search_gradients(data)
+    model.replica_step(data, warmup=False)
+    # The first step used the batch mean and leaves it as the average.
+    np.testing.assert_allclose(float(first["baseline"]), np.mean(first["hard_objective"]), rtol=1e-6)
+    np.testing.assert_allclose(baseline.numpy(), np.mean(first["hard_objective"]), rtol=1e-5)
+    _, _, second = model.search_gradients(data)
+    np.testing.assert_allclose(float(second["baseline"]), baseline.numpy(), rtol=1e-6)
+    model.replica_step(data, warmup=False)
+    np.testing.assert_allclose(baseline.numpy(), 0.5 * float(second["baseline"])
+                               + 0.5 * np.mean(second["hard_objective"]), rtol=1e-5)
 
 
 def test_estimator_choice_switches_the_gradient():

@@ -16,6 +16,7 @@ from unas_keras.estimators.base import Estimator
 from unas_keras.estimators.base import next_baseline
 from unas_keras.estimators.gumbel_softmax import GumbelSoftmax
 from unas_keras.estimators.rebar import Rebar
+from unas_keras.estimators.registry import accepted_options
 from unas_keras.estimators.registry import get
 from unas_keras.estimators.registry import names
 from unas_keras.estimators.reinforce import Reinforce
@@ -30,6 +31,7 @@ __all__ = [
     "Rebar",
     "Reinforce",
     "Relax",
+    "accepted_options",
     "enumerate_outcomes",
     "exact_gradient",
     "get",

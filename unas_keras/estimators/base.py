@@ -221,6 +221,35 @@ class Estimator:
             relaxed_loss = self._relaxed_loss(loss_fn, sample.relaxed, num_samples, logits.dtype)
         return self._surrogate(log_prob, hard_loss, relaxed_loss)
 
+    # ---------------------------------------------------------------- state
+    # An estimator owns its state (REINFORCE: the moving-average baseline). A caller running its own
+    # steps (the search engine) creates it in its `tf.distribute` scope with `create_state`, tracks
+    # `variables` (so they are checkpointed with it), asks `baseline_for_step` for the baseline to pass
+    # to `surrogate_from_losses` and calls `update_baseline` after the step.
+
+    @property
+    def variables(self):
+        """The state variables (a list; empty for an estimator without state)."""
+        return []
+
+    def create_state(self):
+        """Creates the state variables if they do not exist yet (none here)."""
+
+    def baseline_for_step(self, hard_loss, step, first_step=0):
+        """The baseline the surrogate of step `step` uses, or None (no baseline here).
+
+        Args:
+            hard_loss: `[N]` loss at this step's hard samples.
+            step: the step's index (int or scalar int tensor).
+            first_step: the index of the first step; steps up to it start the baseline afresh.
+        """
+        del hard_loss, step, first_step
+        return None
+
+    def update_baseline(self, baseline, hard_loss):
+        """Updates the state after a step that used `baseline` (nothing here)."""
+        del baseline, hard_loss
+
     def get_config(self):
         """Constructor arguments as a dict (JSON-friendly)."""
         return {"temperature": self.temperature}

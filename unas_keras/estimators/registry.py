@@ -54,3 +54,24 @@ def get(name, temperature=0.4, **kwargs):
             f"Estimator {key!r} does not take {', '.join(unknown)}. Allowed: {allowed}."
         )
     return _CLASSES[key](temperature=temperature, **kwargs)
+
+
+def accepted_options(name, **options):
+    """The subset of `options` that estimator `name` takes.
+
+    For a caller holding the options of every estimator (`SearchModel` passes
+    its `baseline_decay` this way): `get(name, **accepted_options(name, ...))`.
+
+    Args:
+        name: an estimator name, or an `Estimator` instance (which takes none:
+            it is used as it is).
+        **options: candidate estimator options.
+
+    Returns:
+        A dict, a subset of `options` (empty for an unknown name: `get` then
+        reports it).
+    """
+    if not isinstance(name, str):
+        return {}
+    key = _ALIASES.get(name.lower(), name.lower())
+    return {k: v for k, v in options.items() if k in _KWARGS.get(key, ())}

@@ -194,8 +194,6 @@ def run_custom_loop(model, strategy, dataset, global_batch_size, epochs, steps_p
     iterator = iter(distributed)
 
     def make_function(warmup):
-        # One traced function per phase: a synchronisation point (gradient all-reduce) cannot sit
-        # inside a tf.cond under tf.distribute, so the phase is chosen in Python before each step.
         @tf.function
         def step_function(iterator):
             data = next(iterator)
@@ -203,11 +201,8 @@ def run_custom_loop(model, strategy, dataset, global_batch_size, epochs, steps_p
 
         return step_function
 
-    warmup_function, search_function = make_function(True), make_function(False)
-
-    def train_function(iterator):
-        in_warmup = getattr(model, "in_warmup", None)
-        return (warmup_function if in_warmup is not None and in_warmup() else search_function)(iterator)
+    # One traced function per phase, chosen before each step (as `fit` does).
+    train_function = model.phase_switch(make_function)
 
     model.stop_training = False
     callbacks.on_train_begin()

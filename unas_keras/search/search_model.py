@@ -23,8 +23,14 @@ that one forward, recorded on a persistent tape: the architecture gradient
 the weights only). Passes the estimator does not use are not run
 (`gumbel_softmax`: no hard pass; `reinforce`: no relaxed pass, the weight step
 reuses the hard train forward), nor the val passes when the objective is
-`"train"`. No XLA (`jit_compile=False` by default; XLA is much slower on CPU
-for this network).
+`"train"`: which passes run is decided once, in `passes.plan_passes`. No XLA
+(`jit_compile=False` by default; XLA is much slower on CPU for this network).
+
+Reading order (the shape of the Keras custom-`train_step` GAN guide):
+`train_step` -> `replica_step` runs a warm-up step (weights only) or a search
+step; `phase_switch` is the one place the phase is chosen for `fit`. The search
+step is `_search_gradients` (`_run_passes` runs the planned forwards,
+`_surrogate` is the estimator maths) then one `apply` per optimizer.
 
 Distribution. The per-replica body (`replica_step`) runs unchanged under any
 `tf.distribute` strategy: losses are scaled so that the all-reduced (summed)
@@ -34,6 +40,7 @@ same noise as an uninterrupted one) while the logits stay mirrored.
 """
 
 import functools
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -43,11 +50,17 @@ from keras import ops
 from unas_keras import _compat
 from unas_keras import estimators as estimators_lib
 from unas_keras.search import objectives as objectives_lib
+from unas_keras.search import passes as passes_lib
 from unas_keras.search.distribution import ArchitectureDistribution
 
 SAMPLINGS = ("per_example", "per_minibatch")
 
 _SEED_SALT = 0x5EA5C4  # separates the architecture noise stream from other uses of `seed`
+
+# The logs of an iteration (with a latency model: also _LATENCY_METRICS).
+_METRICS = ("loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy", "arch_loss",
+            "weight_loss")
+_LATENCY_METRICS = ("latency_ms", "sampled_latency_ms")
 
 
 def _check_number(value, what, minimum=0.0, integer=False, allow_none=False):
@@ -58,6 +71,27 @@ def _check_number(value, what, minimum=0.0, integer=False, allow_none=False):
         kind = "an int" if integer else "a number"
         raise ValueError(f"`{what}` must be {kind} >= {minimum}. Received: {value!r}")
     return int(value) if integer else float(value)
+
+
+def _check_supernet(supernet):
+    if not isinstance(supernet, keras.Model) or not hasattr(supernet, "search_space") \
+            or not callable(getattr(supernet, "mix_weights", None)):
+        raise ValueError(
+            "`supernet` must be a supernet keras.Model with a `search_space` attribute and a "
+            "`mix_weights` method (see unas_keras.networks.build_supernet). "
+            f"Received: {type(supernet).__name__}"
+        )
+
+
+def _check_latency_model(latency, target_latency_ms):
+    if target_latency_ms is not None and latency is None:
+        raise ValueError("`target_latency_ms` needs a `latency` model (predict_ms / surrogate_weights).")
+    if latency is not None and not (callable(getattr(latency, "predict_ms", None))
+                                    and callable(getattr(latency, "surrogate_weights", None))):
+        raise ValueError(
+            "`latency` must have `predict_ms(architecture)` and `surrogate_weights(search_space)`. "
+            f"Received: {type(latency).__name__}"
+        )
 
 
 def _has_dropout(model):
@@ -129,7 +163,10 @@ class SearchModel(keras.Model):
     Attributes:
         supernet: the supernet.
         distribution: the `ArchitectureDistribution` holding the logits.
-        estimator: the `Estimator`.
+        estimator: the `Estimator` (it owns its state, e.g. REINFORCE's
+            baseline, checkpointed with the model).
+        pass_plan: the `passes.PassPlan`: which supernet forward passes an
+            iteration runs.
         search_step: non-trainable int64 variable counting iterations (seeds,
             warm-up and ramps derive from it; restored from checkpoints).
     """
@@ -141,17 +178,17 @@ class SearchModel(keras.Model):
                  recompute_val_pass=None, **kwargs):
         kwargs.setdefault("name", "search_model")
         super().__init__(**kwargs)
-        if not isinstance(supernet, keras.Model) or not hasattr(supernet, "search_space") \
-                or not callable(getattr(supernet, "mix_weights", None)):
-            raise ValueError(
-                "`supernet` must be a supernet keras.Model with a `search_space` attribute and a "
-                "`mix_weights` method (see unas_keras.networks.build_supernet). "
-                f"Received: {type(supernet).__name__}"
-            )
+        _check_supernet(supernet)
+        _check_latency_model(latency, target_latency_ms)
         if sampling not in SAMPLINGS:
             raise ValueError(f"Unknown sampling {sampling!r}; expected one of {list(SAMPLINGS)}.")
         objectives_lib.check_objective(objective)
-        self.estimator = estimators_lib.get(estimator, temperature=temperature)
+        self.baseline_decay = _check_number(baseline_decay, "baseline_decay")
+        if self.baseline_decay >= 1.0:
+            raise ValueError(f"`baseline_decay` must be in [0, 1). Received: {baseline_decay!r}")
+        self.estimator = estimators_lib.get(
+            estimator, temperature=temperature,
+            **estimators_lib.accepted_options(estimator, baseline_decay=self.baseline_decay))
         self.objective = objective
         self.gen_gap_lambda = _check_number(gen_gap_lambda, "gen_gap_lambda")
         space_name = getattr(supernet.search_space, "name", None)
@@ -162,35 +199,26 @@ class SearchModel(keras.Model):
         self.soften_eps = _check_number(soften_eps, "soften_eps")
         self.sampling = sampling
         self.warmup_steps = _check_number(warmup_steps, "warmup_steps", integer=True)
-        if target_latency_ms is not None and latency is None:
-            raise ValueError("`target_latency_ms` needs a `latency` model (predict_ms / surrogate_weights).")
-        if latency is not None and not (callable(getattr(latency, "predict_ms", None))
-                                        and callable(getattr(latency, "surrogate_weights", None))):
-            raise ValueError(
-                "`latency` must have `predict_ms(architecture)` and `surrogate_weights(search_space)`. "
-                f"Received: {type(latency).__name__}"
-            )
         self.latency = latency
         self.target_latency_ms = _check_number(target_latency_ms, "target_latency_ms", allow_none=True)
         self.latency_lambda = _check_number(latency_lambda, "latency_lambda")
         self.latency_ramp_steps = _check_number(latency_ramp_steps, "latency_ramp_steps", integer=True)
         self.weight_clipnorm = _check_number(weight_clipnorm, "weight_clipnorm", allow_none=True) or None
         self.seed = _check_number(seed, "seed", integer=True)
-        self.baseline_decay = _check_number(baseline_decay, "baseline_decay")
-        if self.baseline_decay >= 1.0:
-            raise ValueError(f"`baseline_decay` must be in [0, 1). Received: {baseline_decay!r}")
 
         if recompute_val_pass is None:
             recompute_val_pass = not _has_dropout(supernet)
         if not isinstance(recompute_val_pass, bool):
             raise ValueError(f"`recompute_val_pass` must be a bool or None. Received: {recompute_val_pass!r}")
         self.recompute_val_pass = recompute_val_pass
+        self.pass_plan = passes_lib.plan_passes(
+            hard_loss=self.estimator.needs_hard_loss, relaxed_loss=self.estimator.needs_relaxed_loss,
+            train_batch=objectives_lib.uses_train_batch(objective),
+            val_batch=objectives_lib.uses_val_batch(objective), recompute_val_pass=recompute_val_pass)
         self.supernet = supernet
         self.distribution = ArchitectureDistribution(
             supernet.search_space.decisions(), soften_eps=self.soften_eps, name="architecture_distribution")
         self._decision_names = tuple(self.distribution.decision_names)
-        self._use_train = objectives_lib.uses_train_batch(objective)
-        self._use_val = objectives_lib.uses_val_batch(objective)
         if latency is not None:
             bias, coefficients = latency.surrogate_weights(supernet.search_space)
             self._latency_bias = float(bias)
@@ -200,13 +228,12 @@ class SearchModel(keras.Model):
         self.search_step = self.add_weight(
             name="search_step", shape=(), dtype="int64", initializer="zeros", trainable=False,
             aggregation="only_first_replica")
-        self.reinforce_baseline = self.add_weight(
-            name="reinforce_baseline", shape=(), dtype="float32", initializer="zeros", trainable=False,
-            aggregation="mean")
-        names = ["loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy",
-                 "arch_loss", "weight_loss"]
-        if latency is not None:
-            names += ["latency_ms", "sampled_latency_ms"]
+        # The estimator's own state (REINFORCE: its baseline), created in this (distribution) scope and
+        # tracked here so that it is checkpointed with the model.
+        with keras.name_scope(self.name):
+            self.estimator.create_state()
+        self._estimator_variables = list(self.estimator.variables)
+        names = _METRICS + (_LATENCY_METRICS if latency is not None else ())
         self._trackers = [keras.metrics.Mean(name=name) for name in names]
         self._tracker_by_name = {t.name: t for t in self._trackers}
         # evaluate() keeps its own means, so that evaluating never touches the search's epoch metrics.
@@ -354,32 +381,46 @@ class SearchModel(keras.Model):
             step = self.search_step
         return self.distribution.sample(self.estimator, num_samples, self.step_seed(step, replica_id))
 
-    # ------------------------------------------------------------ the step
+    # ------------------------------------------------------------ the step: warm-up or search
     def in_warmup(self):
         """Whether the next iteration is a weight-only warm-up iteration (python bool)."""
-        return int(ops.convert_to_numpy(self.search_step.value)) < self.warmup_steps
+        return bool(self._is_warmup(int(ops.convert_to_numpy(self.search_step.value))))
 
-    def make_train_function(self, force=False):
-        """Builds `train_function` for `fit`: one traced function per phase.
+    def _is_warmup(self, step):
+        """The warm-up rule: iteration `step` (int or tensor) trains only the weights."""
+        return step < self.warmup_steps
 
-        Under `tf.distribute` a synchronisation point (gradient all-reduce,
-        optimizer update) cannot sit inside a `tf.cond`, so the warm-up and
-        search iterations are two functions, chosen in Python before each
-        execution from `search_step` (with `steps_per_execution > 1` the
-        switch happens at the first execution that starts after warm-up).
+    def phase_switch(self, make_function):
+        """A train function that runs the warm-up function during warm-up, the search function after.
+
+        Under `tf.distribute` a synchronisation point (gradient all-reduce, optimizer update) cannot
+        sit inside a `tf.cond`, so each phase has its own traced function, chosen in Python before
+        each execution from `search_step` (with `steps_per_execution > 1` the switch happens at the
+        first execution that starts after warm-up). `fit` (`make_train_function`) and the custom
+        distributed loop both use this.
+
+        Args:
+            make_function: `warmup (bool) -> function(iterator)`, e.g. a traced
+                `strategy.run(functools.partial(model.replica_step, warmup=warmup), ...)`.
+
+        Returns:
+            `function(iterator)`.
         """
-        if self.train_function is not None and not force:
-            return self.train_function
-        search_fn = _compat.make_train_function(self, functools.partial(self.replica_step, warmup=False))
+        search_function = make_function(False)
         if self.warmup_steps == 0:
-            self.train_function = search_fn
-            return self.train_function
-        warmup_fn = _compat.make_train_function(self, functools.partial(self.replica_step, warmup=True))
+            return search_function
+        warmup_function = make_function(True)
 
         def function(iterator):
-            return warmup_fn(iterator) if self.in_warmup() else search_fn(iterator)
+            return (warmup_function if self.in_warmup() else search_function)(iterator)
 
-        self.train_function = function
+        return function
+
+    def make_train_function(self, force=False):
+        """Builds `train_function` for `fit`: one traced function per phase (see `phase_switch`)."""
+        if self.train_function is None or force:
+            self.train_function = self.phase_switch(lambda warmup: _compat.make_train_function(
+                self, functools.partial(self.replica_step, warmup=warmup)))
         return self.train_function
 
     def train_step(self, data):
@@ -412,101 +453,174 @@ class SearchModel(keras.Model):
         """
         if self.weight_optimizer is None:
             raise ValueError("Call `compile(weight_optimizer, arch_optimizer)` before training.")
-        (x_train, y_train), (x_val, y_val) = self._unpack(data)
-        strategy = tf.distribute.get_strategy()
-        num_replicas = strategy.num_replicas_in_sync
+        batches = self._unpack(data)
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         context = tf.distribute.get_replica_context()
         replica_id = context.replica_id_in_sync_group if context is not None else 0
         step = tf.convert_to_tensor(self.search_step.value)
         seed = self.step_seed(step, replica_id)
-        num_samples = self._num_samples(x_train)
-        batches = (x_train, y_train, x_val, y_val)
+        num_samples = self._num_samples(batches.x_train)
 
         def warmup_step():
-            return self._weight_only_step(batches, num_samples, seed, num_replicas)
+            return self._warmup_step(batches, num_samples, seed, num_replicas)
 
         def search_step():
             return self._search_step(batches, num_samples, seed, step, num_replicas)
 
-        if warmup is None and self.warmup_steps == 0:
-            warmup = False
-        if warmup is None:
+        if warmup is None and self.warmup_steps > 0:
             if num_replicas > 1:
                 raise ValueError(
                     "With several replicas, call replica_step(data, warmup=model.in_warmup()) and trace "
                     "one function per phase: a tf.cond cannot hold the gradient all-reduce."
                 )
-            hard = tf.cond(step < self.warmup_steps, warmup_step, search_step)
+            hard = tf.cond(self._is_warmup(step), warmup_step, search_step)
         else:
             hard = warmup_step() if warmup else search_step()
         self.search_step.assign_add(1)
-        self._tracker_by_name["entropy"].update_state(self.distribution.entropy())
-        if self.latency is not None:
-            probabilities = {k: v[None] for k, v in self.distribution.probabilities().items()}
-            self._tracker_by_name["latency_ms"].update_state(
-                objectives_lib.linear_latency(self._latency_bias, self._latency_coefficients,
-                                              probabilities)[0])
+        self._log_distribution_metrics()
         logs = {t.name: t.result() for t in self._trackers}
         if return_samples:
             return logs, hard
         return logs
 
-    # ------------------------------------------------------------ internals
-    @staticmethod
-    def _unpack(data):
-        try:
-            (x_train, y_train), (x_val, y_val) = data
-        except (TypeError, ValueError):
-            raise ValueError(
-                "SearchModel expects batches ((x_train, y_train), (x_val, y_val)) "
-                "(see unas_keras.data.search_data)."
-            ) from None
-        return (x_train, y_train), (x_val, y_val)
+    def _warmup_step(self, batches, num_samples, seed, num_replicas):
+        """Warm-up iteration: weights trained with samples of the (frozen) distribution."""
+        sample = self.distribution.sample(self.estimator, num_samples, seed)
+        weights_in = self.supernet.mix_weights(_sample_input(sample, passes_lib.DETACHED))
+        variables = self.supernet.trainable_variables
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(_watchable(variables))
+            logits = self._forward(batches.x_train, weights_in)
+            ce = objectives_lib.cross_entropy(batches.y_train, logits)
+            weight_loss = ops.mean(ce)
+            scaled = weight_loss / float(num_replicas)
+        self._apply_weight_gradients(tape.gradient(scaled, variables), num_replicas)
+        self._update("weight_loss", weight_loss)
+        self._update("train_loss", ops.mean(ce))
+        self._update("accuracy", ops.mean(objectives_lib.correct(batches.y_train, logits)))
+        self._update("loss", ops.mean(ce))
+        self._skip("val_loss", "val_accuracy", "gen_gap", "arch_loss")
+        if self.latency is not None:
+            self._update("sampled_latency_ms", ops.mean(self._measured_latency(sample.hard)))
+        return sample.hard
 
-    def _forward(self, images, weights, one_hot=False):
-        """Supernet logits; `one_hot`: `weights` is a hard sample (passed on if the supernet uses it)."""
-        kwargs = {"one_hot": True} if one_hot and getattr(self.supernet, "runs_chosen_blocks_only", False) else {}
-        # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
-        return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True, **kwargs)
+    def _search_step(self, batches, num_samples, seed, step, num_replicas):
+        """A full iteration: architecture step then weight step, and the metrics."""
+        arch_grads, weight_grads, result = self._search_gradients(
+            batches, num_samples, seed, step, num_replicas)
+        self.arch_optimizer.apply(arch_grads, self.distribution.trainable_variables)
+        self._apply_weight_gradients(weight_grads, num_replicas)
+        self.estimator.update_baseline(result.baseline, result.hard_objective)
+        self._log_search_metrics(result, batches)
+        return result.sample.hard
 
-    def _forward_without_gradient(self, passes):
-        """Runs forward passes whose gradient is not needed; returns dict name -> logits.
+    # ------------------------------------------------------------ gradients
+    def search_gradients(self, data, step=None, replica_id=0):
+        """The gradients one search iteration would apply, without applying them.
 
-        Passes of the same shapes run as the iterations of one loop, so the
-        step's graph holds one copy of the supernet for all of them instead
-        of one per pass (each pass still sees its own batch, as separate
-        calls would: batch normalisation statistics included).
+        For tests and diagnostics (the training step uses the same code).
 
         Args:
-            passes: list of `(name, images, weights, one_hot)`.
+            data: `((x_train, y_train), (x_val, y_val))`.
+            step: the iteration whose noise to draw (default: `search_step`).
+            replica_id: the replica whose noise to draw.
+
+        Returns:
+            `(arch_grads, weight_grads, info)`: gradients aligned with
+            `distribution.trainable_variables` and
+            `supernet.trainable_variables` (per replica, before any
+            all-reduce or clipping), and a dict with the `sample`, the
+            per-sample `hard_objective` / `relaxed_objective` (None when not
+            computed), the `baseline` (None without one), `arch_loss`,
+            `weight_loss`, the supernet `logits` and cross-entropies `ce` of
+            every pass run (by pass name, e.g. "hard_train"), `passes` (their
+            names), `weight_key` (the weight step's pass) and the `plan`
+            (`passes.PassPlan`).
         """
-        out = {}
-        groups = {}
-        chosen_blocks_only = getattr(self.supernet, "runs_chosen_blocks_only", False)
-        for name, images, weights, one_hot in passes:
-            one_hot = bool(one_hot and chosen_blocks_only)   # else the flag changes nothing
-            signature = (one_hot, tuple(images.shape),
-                         tuple(tuple(w.shape) for w in tf.nest.flatten(weights)))
-            groups.setdefault(signature, []).append((name, images, weights))
-        for (one_hot, image_shape, _), members in groups.items():
-            if len(members) == 1 or not tf.inside_function() or None in image_shape:
-                for name, images, weights in members:
-                    out[name] = self._forward(images, weights, one_hot=one_hot)
-                continue
-            images = tf.stack([keras.ops.convert_to_tensor(m[1]) for m in members])
-            weights = tf.nest.map_structure(lambda *w: tf.stack(w), *[m[2] for m in members])
-            logits = tf.map_fn(lambda pair: self._forward(pair[0], pair[1], one_hot=one_hot), (images, weights),
-                               fn_output_signature=self.compute_dtype, parallel_iterations=1)
-            for i, (name, _, _) in enumerate(members):
-                out[name] = logits[i]
-        return out
+        batches = self._unpack(data)
+        step = tf.convert_to_tensor(self.search_step.value if step is None else step, dtype=tf.int64)
+        num_samples = self._num_samples(batches.x_train)
+        arch_grads, weight_grads, result = self._search_gradients(
+            batches, num_samples, self.step_seed(step, replica_id), step, 1)
+        info = dict(result._asdict(), plan=self.pass_plan, weight_key=self.pass_plan.weight_pass.name,
+                    passes=tuple(p.name for p in result.logits))
+        info["logits"] = {p.name: value for p, value in result.logits.items()}
+        info["ce"] = {p.name: value for p, value in result.ce.items()}
+        return arch_grads, weight_grads, info
 
-    def _update(self, name, value, weight=1.0):
-        self._tracker_by_name[name].update_state(value, sample_weight=weight)
+    def _search_gradients(self, batches, num_samples, seed, step, num_replicas):
+        """Samples, runs the planned passes, returns `(arch_grads, weight_grads, _Iteration)`.
 
-    def _skip(self, *names):
-        for name in names:
-            self._tracker_by_name[name].update_state(0.0, sample_weight=0.0)
+        Both gradients come from one set of forwards on a persistent tape: the
+        architecture gradient w.r.t. the logits only (no filter gradients),
+        the weight gradient w.r.t. the weights only.
+        """
+        plan = self.pass_plan
+        arch_vars = self.distribution.trainable_variables
+        weight_vars = self.supernet.trainable_variables
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(_watchable(arch_vars))
+            tape.watch(_watchable(weight_vars))
+            sample = self.distribution.sample(self.estimator, num_samples, seed)
+            logits = self._run_passes(sample, batches, tape)
+            ce = {p: objectives_lib.cross_entropy(batches.labels(p.batch), value)
+                  for p, value in logits.items()}
+            if plan.recomputed is not None:
+                # The surrogate's sensitivity to each loss of that pass, d arch_loss / d L_i.
+                tape.watch(ce[plan.recomputed])
+            result = self._surrogate(sample, logits, ce, num_samples, step)
+            scaled_arch_loss = result.arch_loss / float(num_replicas)
+            scaled_weight_loss = result.weight_loss / float(num_replicas)
+        if plan.recomputed is None:
+            arch_grads = tape.gradient(scaled_arch_loss, arch_vars)
+        else:
+            *arch_grads, cotangent = tape.gradient(scaled_arch_loss, list(arch_vars) + [ce[plan.recomputed]])
+        weight_grads = tape.gradient(scaled_weight_loss, weight_vars)
+        del tape
+        if plan.recomputed is not None:
+            arch_grads = self._add_recomputed_pass_gradients(
+                arch_grads, weight_grads, cotangent, batches, num_samples, seed)
+        return arch_grads, weight_grads, result
+
+    def _surrogate(self, sample, logits, ce, num_samples, step):
+        """The estimator maths: per-sample objectives, baseline and surrogate loss (an `_Iteration`)."""
+        plan = self.pass_plan
+        objectives = {}
+        for kind, wanted in ((passes_lib.HARD, plan.hard_loss), (passes_lib.RELAXED, plan.relaxed_loss)):
+            if wanted:
+                train_ce, val_ce = (None if p is None else ce[p] for p in plan.objective_passes(kind))
+                objectives[kind] = self._sample_objective(train_ce, val_ce, _sample_input(sample, kind),
+                                                          num_samples, step, measured=kind == passes_lib.HARD)
+        hard_objective = objectives.get(passes_lib.HARD)
+        relaxed_objective = objectives.get(passes_lib.RELAXED)
+        # The first architecture step comes right after warm-up (REINFORCE starts its average there).
+        baseline = self.estimator.baseline_for_step(hard_objective, step, first_step=self.warmup_steps)
+        arch_loss = self.estimator.surrogate_from_losses(sample.log_prob, hard_objective, relaxed_objective,
+                                                         baseline=baseline)
+        return _Iteration(sample=sample, logits=logits, ce=ce, hard_objective=hard_objective,
+                          relaxed_objective=relaxed_objective, baseline=baseline, arch_loss=arch_loss,
+                          weight_loss=ops.mean(ce[plan.weight_pass]))
+
+    def _add_recomputed_pass_gradients(self, arch_grads, weight_grads, cotangent, batches, num_samples, seed):
+        """Adds the gradient of the recomputed pass, run after the other gradients are taken.
+
+        Chain rule through that pass: `sum_i (d arch_loss / d L_i) * d L_i / d logits`, with the
+        cotangents `d arch_loss / d L_i` of the first tape; the pass draws the same sample again.
+        """
+        recomputed = self.pass_plan.recomputed
+        arch_vars = self.distribution.trainable_variables
+        done = [g for g in list(arch_grads) + list(weight_grads) + [cotangent] if g is not None]
+        with tf.control_dependencies([tf.group(done)]):
+            # One control edge: the pass starts from this copy of its input.
+            images = tf.identity(batches.images(recomputed.batch))
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(_watchable(arch_vars))
+            again = self.distribution.sample(self.estimator, num_samples, seed)
+            logits = self._forward(images, self.supernet.mix_weights(_sample_input(again, recomputed.sample)))
+            term = ops.sum(ops.stop_gradient(cotangent)
+                           * objectives_lib.cross_entropy(batches.labels(recomputed.batch), logits))
+        extra = tape.gradient(term, arch_vars)
+        return [a if b is None else (b if a is None else a + b) for a, b in zip(arch_grads, extra)]
 
     def _apply_weight_gradients(self, grads, num_replicas):
         variables = self.supernet.trainable_variables
@@ -527,201 +641,62 @@ class SearchModel(keras.Model):
                 grads, _ = tf.clip_by_global_norm(grads, self.weight_clipnorm)
         self.weight_optimizer.apply(grads, variables)
 
-    def _weight_only_step(self, batches, num_samples, seed, num_replicas):
-        """Warm-up iteration: weights trained with samples of the (frozen) distribution."""
-        x_train, y_train, _, _ = batches
-        sample = self.distribution.sample(self.estimator, num_samples, seed)
-        relaxed = {k: ops.stop_gradient(v) for k, v in sample.relaxed.items()}
-        weights_in = self.supernet.mix_weights(relaxed)
-        variables = self.supernet.trainable_variables
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(_watchable(variables))
-            logits = self._forward(x_train, weights_in)
-            ce = objectives_lib.cross_entropy(y_train, logits)
-            weight_loss = ops.mean(ce)
-            scaled = weight_loss / float(num_replicas)
-        self._apply_weight_gradients(tape.gradient(scaled, variables), num_replicas)
-        acc = objectives_lib.correct(y_train, logits)
-        self._update("weight_loss", weight_loss)
-        self._update("train_loss", ops.mean(ce))
-        self._update("accuracy", ops.mean(acc))
-        self._update("loss", ops.mean(ce))
-        self._skip("val_loss", "val_accuracy", "gen_gap", "arch_loss")
-        if self.latency is not None:
-            self._update("sampled_latency_ms", ops.mean(self._measured_latency(sample.hard)))
-        return sample.hard
+    # ------------------------------------------------------------ forward passes
+    def _run_passes(self, sample, batches, tape):
+        """The plan's forward passes: dict `passes.Pass` -> logits."""
+        plan = self.pass_plan
+        weights = {kind: self.supernet.mix_weights(_sample_input(sample, kind))
+                   for kind in dict.fromkeys(p.sample for p in plan.passes)}
+        with tape.stop_recording():
+            logits = self._forward_without_gradient(
+                [(p, batches.images(p.batch), weights[p.sample], p.sample == passes_lib.HARD)
+                 for p in plan.without_gradient])
+        for p in plan.with_gradient:
+            logits[p] = self._forward(batches.images(p.batch), weights[p.sample])
+        return logits
 
-    def search_gradients(self, data, step=None, replica_id=0):
-        """The gradients one search iteration would apply, without applying them.
+    def _runs_chosen_blocks_only(self, one_hot):
+        """Whether a forward at a one-hot sample may run only the chosen blocks (the supernet says)."""
+        return bool(one_hot) and getattr(self.supernet, "runs_chosen_blocks_only", False)
 
-        For tests and diagnostics (the training step uses the same code).
+    def _forward(self, images, weights, one_hot=False):
+        """Supernet logits; `one_hot`: `weights` is a hard sample (passed on if the supernet uses it)."""
+        kwargs = {"one_hot": True} if self._runs_chosen_blocks_only(one_hot) else {}
+        # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
+        return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True, **kwargs)
+
+    def _forward_without_gradient(self, passes):
+        """Runs forward passes whose gradient is not needed; returns dict key -> logits.
+
+        Passes of the same shapes run as the iterations of one loop, so the
+        step's graph holds one copy of the supernet for all of them instead
+        of one per pass (each pass still sees its own batch, as separate
+        calls would: batch normalisation statistics included).
 
         Args:
-            data: `((x_train, y_train), (x_val, y_val))`.
-            step: the iteration whose noise to draw (default: `search_step`).
-            replica_id: the replica whose noise to draw.
-
-        Returns:
-            `(arch_grads, weight_grads, info)`: gradients aligned with
-            `distribution.trainable_variables` and
-            `supernet.trainable_variables` (per replica, before any
-            all-reduce or clipping), and a dict with the `sample`, the
-            per-sample `hard_objective` / `relaxed_objective` (None when not
-            computed), `arch_loss`, `weight_loss`, the supernet `logits` of
-            every pass run and `passes` (names of the forward passes run).
+            passes: list of `(key, images, weights, one_hot)`.
         """
-        (x_train, y_train), (x_val, y_val) = self._unpack(data)
-        step = tf.convert_to_tensor(self.search_step.value if step is None else step, dtype=tf.int64)
-        num_samples = self._num_samples(x_train)
-        return self._search_gradients((x_train, y_train, x_val, y_val), num_samples,
-                                      self.step_seed(step, replica_id), step, 1)
-
-    def _num_samples(self, x_train):
-        if self.sampling == "per_minibatch":
-            return 1
-        batch = x_train.shape[0]
-        return int(batch) if batch is not None else tf.shape(x_train)[0]
-
-    def _search_gradients(self, batches, num_samples, seed, step, num_replicas):
-        """Samples, runs the passes the estimator and objective need, returns the gradients."""
-        x_train, y_train, x_val, y_val = batches
-        est = self.estimator
-        need_hard, need_relaxed = est.needs_hard_loss, est.needs_relaxed_loss
-        use_train, use_val = self._use_train, self._use_val
-        arch_vars = self.distribution.trainable_variables
-        weight_vars = self.supernet.trainable_variables
-        # The hard train forward doubles as the weight-step forward when the
-        # relaxed sample is the hard one (reinforce).
-        hard_train_is_weight_pass = need_hard and not need_relaxed and use_train
-        # Memory: evaluate the relaxed val pass twice, first for its values only,
-        # then (after the train pass's gradients) on a second tape, so that only
-        # one relaxed pass's activations are held at a time.
-        split_val = self.recompute_val_pass and need_relaxed and use_train and use_val
         out = {}
-        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-            tape.watch(_watchable(arch_vars))
-            tape.watch(_watchable(weight_vars))
-            sample = self.distribution.sample(est, num_samples, seed)
-            # Forward passes without a gradient: (name, images, weights, one_hot).
-            values_only = []
-            if need_hard:
-                hard_weights = self.supernet.mix_weights(sample.hard)
-                # No gradient through these passes: a supernet that can may run only the chosen blocks.
-                if use_val:
-                    values_only.append(("hard_val", x_val, hard_weights, True))
-                if use_train and not hard_train_is_weight_pass:
-                    values_only.append(("hard_train", x_train, hard_weights, True))
-            if need_relaxed:
-                relaxed_weights = self.supernet.mix_weights(sample.relaxed)
-                if use_val and split_val:
-                    values_only.append(("relaxed_val", x_val, relaxed_weights, False))
-            with tape.stop_recording():
-                out.update(self._forward_without_gradient(values_only))
-            if hard_train_is_weight_pass:
-                out["hard_train"] = self._forward(x_train, hard_weights)
-            if need_relaxed:
-                if use_train:
-                    out["relaxed_train"] = self._forward(x_train, relaxed_weights)
-                if use_val and not split_val:
-                    out["relaxed_val"] = self._forward(x_val, relaxed_weights)
-            # The weight-step forward: reuse a pass of the same value if there is one.
-            if "relaxed_train" in out:
-                weight_key = "relaxed_train"
-            elif hard_train_is_weight_pass:
-                weight_key = "hard_train"
-            else:
-                detached = {k: ops.stop_gradient(v) for k, v in sample.relaxed.items()}
-                weight_key = "weight_train"
-                out[weight_key] = self._forward(x_train, self.supernet.mix_weights(detached))
-            ce = {key: objectives_lib.cross_entropy(y_val if key.endswith("val") else y_train, logits)
-                  for key, logits in out.items()}
-            if split_val:
-                # The surrogate's sensitivity to each val loss, d arch_loss / d L_val_i.
-                tape.watch(ce["relaxed_val"])
-            weight_loss = ops.mean(ce[weight_key])
-            scaled_weight_loss = weight_loss / float(num_replicas)
+        groups = {}
+        for key, images, weights, one_hot in passes:
+            one_hot = self._runs_chosen_blocks_only(one_hot)   # else the flag changes nothing
+            signature = (one_hot, tuple(images.shape),
+                         tuple(tuple(w.shape) for w in tf.nest.flatten(weights)))
+            groups.setdefault(signature, []).append((key, images, weights))
+        for (one_hot, image_shape, _), members in groups.items():
+            if len(members) == 1 or not tf.inside_function() or None in image_shape:
+                for key, images, weights in members:
+                    out[key] = self._forward(images, weights, one_hot=one_hot)
+                continue
+            images = tf.stack([keras.ops.convert_to_tensor(m[1]) for m in members])
+            weights = tf.nest.map_structure(lambda *w: tf.stack(w), *[m[2] for m in members])
+            logits = tf.map_fn(lambda pair: self._forward(pair[0], pair[1], one_hot=one_hot), (images, weights),
+                               fn_output_signature=self.compute_dtype, parallel_iterations=1)
+            for i, (key, _, _) in enumerate(members):
+                out[key] = logits[i]
+        return out
 
-            hard_objective = relaxed_objective = baseline = None
-            if need_hard:
-                hard_objective = self._sample_objective(
-                    ce.get("hard_train"), ce.get("hard_val"), sample.hard, num_samples, step,
-                    measured=True)
-            if need_relaxed:
-                relaxed_objective = self._sample_objective(
-                    ce.get("relaxed_train"), ce.get("relaxed_val"), sample.relaxed, num_samples, step,
-                    measured=False)
-            if isinstance(est, estimators_lib.Reinforce):
-                # First architecture step: the baseline starts at the batch mean.
-                baseline = ops.where(step <= self.warmup_steps, ops.mean(hard_objective),
-                                     self.reinforce_baseline.value)
-            arch_loss = est.surrogate_from_losses(sample.log_prob, hard_objective, relaxed_objective,
-                                                  baseline=baseline)
-            scaled_arch_loss = arch_loss / float(num_replicas)
-
-        # Backward passes from one set of forwards: w.r.t. the logits only (no
-        # filter gradients), and w.r.t. the weights only.
-        if split_val:
-            grads = tape.gradient(scaled_arch_loss, list(arch_vars) + [ce["relaxed_val"]])
-            arch_grads, val_cotangent = grads[:-1], grads[-1]
-        else:
-            arch_grads = tape.gradient(scaled_arch_loss, arch_vars)
-        weight_grads = tape.gradient(scaled_weight_loss, weight_vars)
-        del tape
-        if split_val:
-            # Chain rule through the val pass, run after the train pass's
-            # gradients: sum_i (d arch_loss / d L_val_i) * d L_val_i / d logits.
-            done = [g for g in list(arch_grads) + list(weight_grads) + [val_cotangent] if g is not None]
-            with tf.control_dependencies([tf.group(done)]):
-                # One control edge: the val pass starts from this copy of its input.
-                x_val_after = tf.identity(x_val)
-            with tf.GradientTape(watch_accessed_variables=False) as val_tape:
-                val_tape.watch(_watchable(arch_vars))
-                again = self.distribution.sample(est, num_samples, seed)
-                val_logits = self._forward(x_val_after, self.supernet.mix_weights(again.relaxed))
-                val_term = ops.sum(ops.stop_gradient(val_cotangent)
-                                   * objectives_lib.cross_entropy(y_val, val_logits))
-            val_grads = val_tape.gradient(val_term, arch_vars)
-            arch_grads = [a if b is None else (b if a is None else a + b)
-                          for a, b in zip(arch_grads, val_grads)]
-        info = {
-            "sample": sample, "hard_objective": hard_objective, "relaxed_objective": relaxed_objective,
-            "baseline": baseline, "arch_loss": arch_loss, "weight_loss": weight_loss,
-            "logits": out, "ce": ce, "weight_key": weight_key, "passes": tuple(out),
-        }
-        return arch_grads, weight_grads, info
-
-    def _search_step(self, batches, num_samples, seed, step, num_replicas):
-        """A full iteration: architecture step then weight step, and the metrics."""
-        _, y_train, _, y_val = batches
-        arch_grads, weight_grads, info = self._search_gradients(
-            batches, num_samples, seed, step, num_replicas)
-        self.arch_optimizer.apply(arch_grads, self.distribution.trainable_variables)
-        self._apply_weight_gradients(weight_grads, num_replicas)
-        if info["baseline"] is not None:
-            self.reinforce_baseline.assign(estimators_lib.next_baseline(
-                info["baseline"], ops.mean(info["hard_objective"]), self.baseline_decay))
-
-        # Metrics: hard-sample values where they exist, else the relaxed ones.
-        out, ce = info["logits"], info["ce"]
-        self._update("weight_loss", info["weight_loss"])
-        self._update("arch_loss", info["arch_loss"])
-        objective = info["hard_objective"] if info["hard_objective"] is not None \
-            else info["relaxed_objective"]
-        self._update("loss", ops.mean(objective))
-        train_key = next((k for k in ("hard_train", "relaxed_train") if k in out), info["weight_key"])
-        val_key = next((k for k in ("hard_val", "relaxed_val") if k in out), None)
-        self._update("train_loss", ops.mean(ce[train_key]))
-        self._update("accuracy", ops.mean(objectives_lib.correct(y_train, out[train_key])))
-        if val_key is not None:
-            self._update("val_loss", ops.mean(ce[val_key]))
-            self._update("val_accuracy", ops.mean(objectives_lib.correct(y_val, out[val_key])))
-            self._update("gen_gap", ops.mean(ops.abs(ce[val_key] - ce[train_key])))
-        else:
-            self._skip("val_loss", "val_accuracy", "gen_gap")
-        if self.latency is not None:
-            self._update("sampled_latency_ms", ops.mean(self._measured_latency(info["sample"].hard)))
-        return info["sample"].hard
-
+    # ------------------------------------------------------------ objective and latency
     def _sample_objective(self, train_ce, val_ce, samples, num_samples, step, measured):
         """Per-sample objective `[N]`: network loss + pair penalty + latency hinge."""
         per_example = objectives_lib.objective_per_example(
@@ -755,3 +730,93 @@ class SearchModel(keras.Model):
             picked = {name: [int(c) for c in value[i]] for name, value in zip(self._decision_names, choices)}
             out.append(float(self.latency.predict_ms(space.to_architecture(picked))))
         return np.asarray(out, dtype=np.float32)
+
+    # ------------------------------------------------------------ metrics
+    def _update(self, name, value, weight=1.0):
+        self._tracker_by_name[name].update_state(value, sample_weight=weight)
+
+    def _skip(self, *names):
+        for name in names:
+            self._tracker_by_name[name].update_state(0.0, sample_weight=0.0)
+
+    def _log_search_metrics(self, result, batches):
+        """Hard-sample values where they exist, else the relaxed ones."""
+        plan = self.pass_plan
+        self._update("weight_loss", result.weight_loss)
+        self._update("arch_loss", result.arch_loss)
+        objective = result.hard_objective if result.hard_objective is not None else result.relaxed_objective
+        self._update("loss", ops.mean(objective))
+        train, val = plan.metric_train_pass, plan.metric_val_pass
+        self._update("train_loss", ops.mean(result.ce[train]))
+        self._update("accuracy", ops.mean(objectives_lib.correct(batches.y_train, result.logits[train])))
+        if val is not None:
+            self._update("val_loss", ops.mean(result.ce[val]))
+            self._update("val_accuracy", ops.mean(objectives_lib.correct(batches.y_val, result.logits[val])))
+            self._update("gen_gap", ops.mean(ops.abs(result.ce[val] - result.ce[train])))
+        else:
+            self._skip("val_loss", "val_accuracy", "gen_gap")
+        if self.latency is not None:
+            self._update("sampled_latency_ms", ops.mean(self._measured_latency(result.sample.hard)))
+
+    def _log_distribution_metrics(self):
+        self._tracker_by_name["entropy"].update_state(self.distribution.entropy())
+        if self.latency is not None:
+            probabilities = {k: v[None] for k, v in self.distribution.probabilities().items()}
+            self._tracker_by_name["latency_ms"].update_state(
+                objectives_lib.linear_latency(self._latency_bias, self._latency_coefficients,
+                                              probabilities)[0])
+
+    # ------------------------------------------------------------ input
+    @staticmethod
+    def _unpack(data):
+        try:
+            (x_train, y_train), (x_val, y_val) = data
+        except (TypeError, ValueError):
+            raise ValueError(
+                "SearchModel expects batches ((x_train, y_train), (x_val, y_val)) "
+                "(see unas_keras.data.search_data)."
+            ) from None
+        return _Batches(x_train, y_train, x_val, y_val)
+
+    def _num_samples(self, x_train):
+        if self.sampling == "per_minibatch":
+            return 1
+        batch = x_train.shape[0]
+        return int(batch) if batch is not None else tf.shape(x_train)[0]
+
+
+class _Batches(NamedTuple):
+    """One replica's train and val batches."""
+
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: Any
+
+    def images(self, batch):
+        return self.x_train if batch == passes_lib.TRAIN else self.x_val
+
+    def labels(self, batch):
+        return self.y_train if batch == passes_lib.TRAIN else self.y_val
+
+
+class _Iteration(NamedTuple):
+    """What one search iteration computed on one replica (`logits` / `ce`: dict `passes.Pass` -> `[B]`)."""
+
+    sample: Any
+    logits: Any
+    ce: Any
+    hard_objective: Any
+    relaxed_objective: Any
+    baseline: Any
+    arch_loss: Any
+    weight_loss: Any
+
+
+def _sample_input(sample, kind):
+    """The per-decision supernet input of a sample kind: hard, relaxed or detached relaxed."""
+    if kind == passes_lib.HARD:
+        return sample.hard
+    if kind == passes_lib.RELAXED:
+        return sample.relaxed
+    return {name: ops.stop_gradient(value) for name, value in sample.relaxed.items()}
