@@ -19,11 +19,10 @@ can be used inside `tf.function` and under any `tf.distribute` strategy.
 
 from keras import ops
 
-#: The objectives `SearchModel` accepts.
-OBJECTIVES = ("gen_gap", "train", "val")
+from unas_keras.config.search_config import OBJECTIVES, SearchConfig  # noqa: F401  (re-exported)
 
-#: Default weight of the generalization gap term.
-DEFAULT_GEN_GAP_LAMBDA = 0.5
+#: Default weight of the generalization gap term (the search's).
+DEFAULT_GEN_GAP_LAMBDA = SearchConfig.default("gen_gap_lambda")
 
 #: Default weight of the DARTS duplicate-pair penalty (0 for other spaces).
 DEFAULT_PAIR_PENALTY = 0.2

@@ -49,11 +49,13 @@ from keras import ops
 
 from unas_keras import _compat
 from unas_keras import estimators as estimators_lib
+from unas_keras.config.search_config import RELEASE_LATENCY_RAMP_STEPS, SAMPLINGS, SearchConfig
 from unas_keras.search import objectives as objectives_lib
 from unas_keras.search import passes as passes_lib
 from unas_keras.search.distribution import ArchitectureDistribution
 
-SAMPLINGS = ("per_example", "per_minibatch")
+# Defaults of the search's settings (written once, in SearchConfig).
+_DEFAULT = SearchConfig.default
 
 _SEED_SALT = 0x5EA5C4  # separates the architecture noise stream from other uses of `seed`
 
@@ -171,11 +173,12 @@ class SearchModel(keras.Model):
             warm-up and ramps derive from it; restored from checkpoints).
     """
 
-    def __init__(self, supernet, estimator="rebar", objective="gen_gap", gen_gap_lambda=0.5,
-                 pair_penalty=None, temperature=0.4, soften_eps=0.0, sampling="per_example",
-                 warmup_steps=0, latency=None, target_latency_ms=None, latency_lambda=0.1,
-                 latency_ramp_steps=30000, weight_clipnorm=5.0, seed=0, baseline_decay=0.9,
-                 recompute_val_pass=None, **kwargs):
+    def __init__(self, supernet, estimator=_DEFAULT("estimator"), objective=_DEFAULT("objective"),
+                 gen_gap_lambda=_DEFAULT("gen_gap_lambda"), pair_penalty=None,
+                 temperature=_DEFAULT("temperature"), soften_eps=0.0, sampling="per_example", warmup_steps=0,
+                 latency=None, target_latency_ms=None, latency_lambda=_DEFAULT("latency_lambda"),
+                 latency_ramp_steps=RELEASE_LATENCY_RAMP_STEPS, weight_clipnorm=_DEFAULT("weight_clipnorm"),
+                 seed=_DEFAULT("seed"), baseline_decay=0.9, recompute_val_pass=None, **kwargs):
         kwargs.setdefault("name", "search_model")
         super().__init__(**kwargs)
         _check_supernet(supernet)
