@@ -386,11 +386,11 @@ def test_too_small_says_how_many_are_needed():
     (dict(val_fraction=1.0), "open interval"),
     (dict(val_fraction=-0.2), "open interval"),
     (dict(val_fraction="half"), "must be a number"),
-    (dict(batch_size=0), "batch_size must be >= 1; got 0"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
     (dict(batch_size=2.5), "batch_size must be an integer"),
-    (dict(image_size=0), "image_size must be >= 1"),
+    (dict(image_size=0), "image_size must be an integer >= 1"),
     (dict(channels=2), "channels must be 1 .* or 3"),
-    (dict(start_epoch=-1), "start_epoch must be >= 0"),
+    (dict(start_epoch=-1), "start_epoch must be an integer >= 0"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -402,5 +402,5 @@ def test_bad_eval_arguments():
         data.eval_data("digits", 8, 4, validation_split="train")
     with pytest.raises(ValueError, match="validation_split must be in the open interval"):
         data.eval_data("digits", 8, 4, validation_split=1.5)
-    with pytest.raises(ValueError, match="cutout must be >= 0"):
+    with pytest.raises(ValueError, match="cutout must be an integer >= 0"):
         data.eval_data("digits", 8, 4, cutout=-1)

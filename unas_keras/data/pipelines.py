@@ -10,11 +10,12 @@ seed when one is set, so set the same global seed, or none, in the resumed run.)
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from unas_keras._validate import check_int
 from unas_keras.data import constants
 from unas_keras.data import preprocessing
 from unas_keras.data import sources
@@ -104,14 +105,6 @@ class EvalInfo:
 
 
 # ------------------------------------------------------------------------------------------ checks
-
-
-def _check_int(value, what, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError("%s must be an integer >= %d; got %r" % (what, minimum, value))
-    if value < minimum:
-        raise ValueError("%s must be >= %d; got %d" % (what, minimum, value))
-    return int(value)
 
 
 def _check_channels(channels):
@@ -291,10 +284,10 @@ def search_data(dataset, image_size=32, batch_size=32, val_fraction=None, seed=0
     Raises:
         ValueError: bad argument, unusable dataset, or data too small for one train and one val batch.
     """
-    image_size = _check_int(image_size, "image_size", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    start_epoch = _check_int(start_epoch, "start_epoch", 0)
-    seed = _check_int(seed, "seed", 0)
+    image_size = check_int(image_size, "image_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    start_epoch = check_int(start_epoch, "start_epoch", 0)
+    seed = check_int(seed, "seed", 0)
     channels = _check_channels(channels)
     source = sources.resolve(dataset, data_dir)
     if val_fraction is None:
@@ -378,13 +371,13 @@ def eval_data(dataset, image_size, batch_size, seed=0, cutout=0, augment=None, v
     Raises:
         ValueError: bad argument or unusable dataset.
     """
-    image_size = _check_int(image_size, "image_size", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    seed = _check_int(seed, "seed", 0)
-    cutout = _check_int(cutout, "cutout", 0)
+    image_size = check_int(image_size, "image_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    seed = check_int(seed, "seed", 0)
+    cutout = check_int(cutout, "cutout", 0)
     channels = _check_channels(channels)
     if start_epoch is not None:
-        start_epoch = _check_int(start_epoch, "start_epoch", 0)
+        start_epoch = check_int(start_epoch, "start_epoch", 0)
     source = sources.resolve(dataset, data_dir)
     train_part, val_part, split = _eval_parts(source, validation_split, channels)
     if train_part.size < batch_size:
@@ -452,8 +445,8 @@ def eval_batches(dataset, image_size, batch_size, mean, std, channels=3, data_di
     Raises:
         ValueError: bad argument or unusable dataset.
     """
-    image_size = _check_int(image_size, "image_size", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    image_size = check_int(image_size, "image_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     channels = _check_channels(channels)
     source = sources.resolve(dataset, data_dir)
     part = source.train_part(channels)
@@ -480,9 +473,9 @@ def representative_arrays(dataset, image_size, num=100, seed=0, channels=3, data
     Returns:
         (x float32 [n, image_size, image_size, channels], y int32 [n]) numpy arrays.
     """
-    image_size = _check_int(image_size, "image_size", 1)
-    num = _check_int(num, "num", 1)
-    seed = _check_int(seed, "seed", 0)
+    image_size = check_int(image_size, "image_size", 1)
+    num = check_int(num, "num", 1)
+    seed = check_int(seed, "seed", 0)
     channels = _check_channels(channels)
     source = sources.resolve(dataset, data_dir)
     mean, std = _normalization(source, channels)

@@ -20,17 +20,12 @@ momentum 0.1, i.e. Keras momentum 0.9).
 import keras
 from keras import ops
 
+from unas_keras._validate import check_int
 from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
 from unas_keras.space import nb201 as nb201_space
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {value!r}")
-    return value
 
 
 def _check_strides(strides):
@@ -106,8 +101,8 @@ class ReLUConvBN(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size, strides=1, affine=True, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _check_positive_int(filters, "filters")
-        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
+        self.filters = check_int(filters, "filters", 1)
+        self.kernel_size = check_int(kernel_size, "kernel_size", 1)
         if self.kernel_size % 2 != 1:
             raise ValueError(f"`kernel_size` must be odd. Received: {kernel_size}")
         self.strides = _check_strides(strides)
@@ -166,7 +161,7 @@ class NB201ResidualBlock(keras.layers.Layer):
 
     def __init__(self, filters, strides=2, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _check_positive_int(filters, "filters")
+        self.filters = check_int(filters, "filters", 1)
         self.strides = _check_strides(strides)
         self.conv_a = ReLUConvBN(self.filters, 3, strides=self.strides, name="conv_a")
         self.conv_b = ReLUConvBN(self.filters, 3, strides=1, name="conv_b")

@@ -48,6 +48,7 @@ import tensorflow as tf
 from keras import ops
 
 from unas_keras import _compat
+from unas_keras._validate import check_float, check_int
 from unas_keras import estimators as estimators_lib
 from unas_keras.config.search_config import RELEASE_LATENCY_RAMP_STEPS, SAMPLINGS, SearchConfig
 from unas_keras.search import objectives as objectives_lib
@@ -63,16 +64,6 @@ _SEED_SALT = 0x5EA5C4  # separates the architecture noise stream from other uses
 _METRICS = ("loss", "train_loss", "val_loss", "accuracy", "val_accuracy", "gen_gap", "entropy", "arch_loss",
             "weight_loss")
 _LATENCY_METRICS = ("latency_ms", "sampled_latency_ms")
-
-
-def _check_number(value, what, minimum=0.0, integer=False, allow_none=False):
-    if value is None and allow_none:
-        return None
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
-        kind = "an int" if integer else "a number"
-        raise ValueError(f"`{what}` must be {kind} >= {minimum}. Received: {value!r}")
-    return int(value) if integer else float(value)
 
 
 def _check_supernet(supernet):
@@ -186,28 +177,28 @@ class SearchModel(keras.Model):
         if sampling not in SAMPLINGS:
             raise ValueError(f"Unknown sampling {sampling!r}; expected one of {list(SAMPLINGS)}.")
         objectives_lib.check_objective(objective)
-        self.baseline_decay = _check_number(baseline_decay, "baseline_decay")
+        self.baseline_decay = check_float(baseline_decay, "baseline_decay")
         if self.baseline_decay >= 1.0:
             raise ValueError(f"`baseline_decay` must be in [0, 1). Received: {baseline_decay!r}")
         self.estimator = estimators_lib.get(
             estimator, temperature=temperature,
             **estimators_lib.accepted_options(estimator, baseline_decay=self.baseline_decay))
         self.objective = objective
-        self.gen_gap_lambda = _check_number(gen_gap_lambda, "gen_gap_lambda")
+        self.gen_gap_lambda = check_float(gen_gap_lambda, "gen_gap_lambda")
         space_name = getattr(supernet.search_space, "name", None)
         if pair_penalty is None:
             pair_penalty = objectives_lib.DEFAULT_PAIR_PENALTY if space_name == "darts" else 0.0
-        self.pair_penalty = _check_number(pair_penalty, "pair_penalty")
+        self.pair_penalty = check_float(pair_penalty, "pair_penalty")
         self.temperature = self.estimator.temperature
-        self.soften_eps = _check_number(soften_eps, "soften_eps")
+        self.soften_eps = check_float(soften_eps, "soften_eps")
         self.sampling = sampling
-        self.warmup_steps = _check_number(warmup_steps, "warmup_steps", integer=True)
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
         self.latency = latency
-        self.target_latency_ms = _check_number(target_latency_ms, "target_latency_ms", allow_none=True)
-        self.latency_lambda = _check_number(latency_lambda, "latency_lambda")
-        self.latency_ramp_steps = _check_number(latency_ramp_steps, "latency_ramp_steps", integer=True)
-        self.weight_clipnorm = _check_number(weight_clipnorm, "weight_clipnorm", allow_none=True) or None
-        self.seed = _check_number(seed, "seed", integer=True)
+        self.target_latency_ms = check_float(target_latency_ms, "target_latency_ms", allow_none=True)
+        self.latency_lambda = check_float(latency_lambda, "latency_lambda")
+        self.latency_ramp_steps = check_int(latency_ramp_steps, "latency_ramp_steps", 0)
+        self.weight_clipnorm = check_float(weight_clipnorm, "weight_clipnorm", allow_none=True) or None
+        self.seed = check_int(seed, "seed", 0)
 
         if recompute_val_pass is None:
             recompute_val_pass = not _has_dropout(supernet)
