@@ -9,9 +9,8 @@ pairs. A network has a normal and a reduction cell type.
 import dataclasses
 import random
 
-from unas_keras._validate import check_int
+from unas_keras._validate import check_int, require_dict, require_int, require_list, require_str
 from unas_keras.space.spec import SpaceSpec
-from unas_keras._validate import require_dict, require_int, require_list, require_str
 
 NUM_NODES = 4
 CELL_TYPES = ("normal", "reduce")
@@ -153,6 +152,10 @@ class DartsSearchSpace:
 
     def __init__(self, ops="unas"):
         self.ops = resolve_ops(ops)
+
+    def options(self):
+        """The constructor options that rebuild this space, JSON-compatible."""
+        return {"ops": list(self.ops)}
 
     def decisions(self):
         """Ordered dict of decision name -> (rows, choices)."""
