@@ -209,7 +209,12 @@ def _check_supernet_options(options):
     out = dict(options)
     out["init_channels"] = check_int(out["init_channels"], "init_channels", 1)
     out["num_cells"] = check_int(out["num_cells"], "num_cells", 3)
-    resolve_ops(out["ops"])  # raises ValueError listing the allowed names
+    try:
+        resolve_ops(out["ops"])
+    except ValueError as err:  # name the option; the message lists the allowed names
+        raise ValueError(f"ops: {err}") from None
+    except TypeError:
+        raise ValueError(f"ops must be an op-set name or a list of operation names, got {out['ops']!r}.") from None
     out["ops"] = out["ops"] if isinstance(out["ops"], str) else list(out["ops"])
     return out
 
