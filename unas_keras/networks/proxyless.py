@@ -26,7 +26,6 @@ from unas_keras.space.proxyless import (
     BLOCK_CHOICES,
     OPTIONAL_CHOICES,
     PROXYLESS_BACKBONE,
-    ZERO,
     MBConvBackbone,
     ProxylessGenotype,
     ProxylessSearchSpace,
