@@ -39,6 +39,7 @@ def test_registry_lists_every_space_once():
         assert spec.search_space_class.name == name
         assert set(spec.search_space_options) <= set(spec.supernet_options)
         assert set(spec.inherited_network_options) <= set(spec.network_options) & set(spec.supernet_options)
+        assert set(spec.option_help) == set(spec.supernet_options)
     with pytest.raises(ValueError, match="Unknown search space 'nasnet'"):
         registry.get("nasnet")
 
