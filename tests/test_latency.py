@@ -314,6 +314,42 @@ def test_surrogate_recovers_additive_latencies(tmp_path):
     assert loaded.predict(test[1]) == pytest.approx(g.predict(test[1]))
 
 
+@pytest.mark.parametrize("name, options", [("darts", dict(ops="darts")), ("proxyless", dict(backbone=TINY)),
+                                           ("nb201", {})])
+def test_surrogate_file_rebuilds_the_space_of_every_registered_space(name, options, tmp_path):
+    """The saved space is its registry name plus its `options()`; loading rebuilds it through the registry."""
+    from unas_keras.space import registry
+
+    space = registry.get(name).search_space_class(**options)
+    archs = [space.sample(i) for i in range(12)]
+    g = lat.fit_latency_surrogate(space, archs, [float(i % 5) for i in range(12)], l2=1e-3)
+    g.save(tmp_path / "g.json")
+    loaded = lat.LatencySurrogate.load(tmp_path / "g.json")
+    assert type(loaded.search_space) is type(space) and loaded.search_space.options() == space.options()
+    assert loaded.search_space.decisions() == space.decisions()
+    assert loaded.predict(archs[3]) == pytest.approx(g.predict(archs[3]))
+
+
+def test_per_block_tables_are_for_the_proxyless_space_only():
+    from unas_keras.space import registry, sample_architecture
+
+    assert blocks_lib.block_table_space("proxyless", TINY).backbone == TINY
+    space = ProxylessSearchSpace(TINY)
+    assert blocks_lib.block_table_space(space) is space
+    arch = space.sample(0)
+    assert blocks_lib.proxyless_genotype(arch) is arch.genotype is blocks_lib.proxyless_genotype(arch.genotype)
+    for name in registry.names():
+        if name == "proxyless":
+            continue
+        for given in (name, registry.get(name).search_space()):
+            with pytest.raises(ValueError, match="proxyless space only"):
+                blocks_lib.block_table_space(given)
+        with pytest.raises(ValueError, match="proxyless space only"):
+            blocks_lib.proxyless_genotype(sample_architecture(name, seed=0))
+    with pytest.raises(ValueError, match="Unknown search space"):
+        blocks_lib.block_table_space("nasnet")
+
+
 def test_surrogate_ridge_shrinks_and_prior(tiny_latency):
     space, latency = _additive_problem(seed=2)
     train = [space.sample(i) for i in range(20)]

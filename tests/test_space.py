@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unas_keras.space import Architecture, presets, sample_architecture, search_space
+from unas_keras.space import Architecture, presets, registry, sample_architecture
 from unas_keras.space.darts import DartsGenotype
 from unas_keras.space.nb201 import NB201Genotype, format_string, parse_string
 from unas_keras.space.proxyless import MOBILENET_V2_BACKBONE, ProxylessGenotype
@@ -43,7 +43,7 @@ def test_sample_is_seeded_and_valid(space):
 
 @pytest.mark.parametrize("space", ["darts", "proxyless", "nb201"])
 def test_encode_inverts_to_architecture(space):
-    sp = search_space.get(space)
+    sp = registry.get(space).search_space()
     arch = sp.sample(seed=3)
     choices = sp.encode(arch)
     assert set(choices) == set(sp.decisions())
@@ -53,12 +53,12 @@ def test_encode_inverts_to_architecture(space):
 
 
 def test_darts_decisions_count_168_parameters():
-    decisions = search_space.get("darts").decisions()
+    decisions = registry.get("darts").search_space().decisions()
     assert sum(r * k for r, k in decisions.values()) == 168
 
 
 def test_proxyless_decisions_shapes():
-    assert search_space.get("proxyless").decisions() == {"first": (6, 6), "optional": (15, 7)}
+    assert registry.get("proxyless").search_space().decisions() == {"first": (6, 6), "optional": (15, 7)}
 
 
 def _darts_payload():

@@ -11,9 +11,63 @@ share one table entry.
 
 import dataclasses
 
-from unas_keras.space.proxyless import PROXYLESS_BACKBONE, ZERO, MBConvBackbone, parse_block
+from unas_keras.space.proxyless import (
+    PROXYLESS_BACKBONE,
+    ZERO,
+    MBConvBackbone,
+    ProxylessGenotype,
+    ProxylessSearchSpace,
+    parse_block,
+)
 
 STEM, MBCONV, HEAD = "stem", "mbconv", "head"
+
+_OTHER_SPACES = ("for other spaces measure whole networks and use DeviceTable / "
+                 "LatencyModel.from_device_table")
+
+
+def block_table_space(space, backbone=None):
+    """The ProxylessNAS search space that per-block latency tables are made for.
+
+    Per-block tables exist for the ProxylessNAS space only (its networks are a chain of
+    blocks with fixed input shapes); this is the one place that says so for a space.
+
+    Args:
+        space: a space name (`unas_keras.space.space_names()`) or a search-space object.
+        backbone: the `MBConvBackbone` to search on when `space` is a name (default: ProxylessNAS's).
+
+    Returns:
+        A `ProxylessSearchSpace`.
+
+    Raises:
+        ValueError: for another space (or an unknown name).
+    """
+    if isinstance(space, str):
+        from unas_keras.space import registry
+
+        if registry.get(space).search_space_class is not ProxylessSearchSpace:
+            raise ValueError(f"Latency lookup tables cover the proxyless space only, got {space!r}; "
+                             f"{_OTHER_SPACES}.")
+        return ProxylessSearchSpace(backbone or PROXYLESS_BACKBONE)
+    if not isinstance(space, ProxylessSearchSpace):
+        name = getattr(space, "name", type(space).__name__)
+        raise ValueError(f"Latency lookup tables cover the proxyless space only, got {name!r}; {_OTHER_SPACES}.")
+    return space
+
+
+def proxyless_genotype(architecture):
+    """The `ProxylessGenotype` of an architecture (or the genotype itself).
+
+    Raises:
+        ValueError: for an architecture of another space.
+    """
+    genotype = getattr(architecture, "genotype", architecture)
+    if not isinstance(genotype, ProxylessGenotype):
+        raise ValueError(
+            "Latency lookup tables cover the proxyless space only; got a "
+            f"{getattr(architecture, 'space', type(architecture).__name__)!r} architecture."
+        )
+    return genotype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +202,7 @@ def architecture_blocks(architecture, input_shape=(64, 64, 3), num_classes=10, w
         num_classes: classifier width.
         width_multiplier: channel multiplier.
     """
-    genotype = getattr(architecture, "genotype", architecture)
-    if getattr(architecture, "space", "proxyless") != "proxyless" or not hasattr(genotype, "layers"):
-        raise ValueError(
-            "Latency lookup tables cover the proxyless space only; got a "
-            f"{getattr(architecture, 'space', type(architecture).__name__)!r} architecture."
-        )
+    genotype = proxyless_genotype(architecture)
     stem, layers, head = layer_blocks(genotype.backbone, input_shape, num_classes, width_multiplier)
     blocks = [stem]
     for options, choice in zip(layers, genotype.layers):
@@ -173,7 +222,6 @@ def _fixed_parts(backbone, num_classes, width_multiplier):
     network.
     """
     from unas_keras.networks.proxyless import build_proxyless_model
-    from unas_keras.space.proxyless import ProxylessGenotype
 
     layers = tuple("k3e3" if first else ZERO for _, _, first in backbone.layer_plan())
     model = build_proxyless_model(ProxylessGenotype(layers, backbone), int(num_classes), (32, 32, 3),

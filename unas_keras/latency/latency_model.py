@@ -40,9 +40,7 @@ def _per_choice(table, search_space, value):
     """
     from unas_keras.space.proxyless import BLOCK_CHOICES, OPTIONAL_CHOICES
 
-    space = _resolve_space(search_space)
-    if getattr(space, "name", None) != "proxyless":
-        raise ValueError("Lookup-table surrogates need the proxyless space.")
+    space = blocks_lib.block_table_space(_resolve_space(search_space))
     if space.backbone != table.backbone:
         raise ValueError("The search space's backbone differs from the latency table's backbone.")
     stem, layers, head = blocks_lib.layer_blocks(space.backbone, table.input_shape, table.num_classes,
@@ -181,22 +179,8 @@ class LatencyModel:
         Returns:
             A `LatencyModel` whose `predict_ms` is the table sum.
         """
-        from unas_keras.space.proxyless import PROXYLESS_BACKBONE, ProxylessSearchSpace
-
-        if isinstance(space, str):
-            if space != "proxyless":
-                raise ValueError(
-                    f"LatencyModel.for_space times per-block tables of the proxyless space only, got {space!r}; "
-                    "for other spaces measure whole networks and use DeviceTable / LatencyModel.from_device_table."
-                )
-            space_obj = ProxylessSearchSpace(backbone or PROXYLESS_BACKBONE)
-        else:
-            space_obj = _resolve_space(space)
-            if getattr(space_obj, "name", None) != "proxyless":
-                raise ValueError(
-                    "LatencyModel.for_space times per-block tables of the proxyless space only, got "
-                    f"{getattr(space_obj, 'name', type(space_obj).__name__)!r}; for other spaces use DeviceTable."
-                )
+        space_obj = blocks_lib.block_table_space(space if isinstance(space, str) else _resolve_space(space),
+                                                 backbone)
         if surrogate not in ("lut", "ridge"):
             raise ValueError(f"surrogate must be 'lut' or 'ridge', got {surrogate!r}.")
         cache_path = None
@@ -206,8 +190,8 @@ class LatencyModel:
             digest = hashlib.sha1(config.encode()).hexdigest()[:10]
             h, w, _ = input_shape
             cache_path = os.path.join(
-                os.fspath(cache_dir), f"lut_proxyless_{h}x{w}_n{num_classes}_t{threads}_{digest}.json")
-        table = build_lookup_table("proxyless", input_shape=input_shape, num_classes=num_classes,
+                os.fspath(cache_dir), f"lut_{space_obj.name}_{h}x{w}_n{num_classes}_t{threads}_{digest}.json")
+        table = build_lookup_table(space_obj.name, input_shape=input_shape, num_classes=num_classes,
                                    threads=threads, runs=runs, cache_path=cache_path, progress=progress,
                                    backbone=space_obj.backbone, width_multiplier=width_multiplier,
                                    statistic=statistic)

@@ -114,10 +114,7 @@ class LookupTable:
 
     def block_keys(self, architecture):
         """The table keys of an architecture's blocks (stem, non-zero layers, head)."""
-        genotype = getattr(architecture, "genotype", architecture)
-        if getattr(architecture, "space", "proxyless") != "proxyless" or not hasattr(genotype, "layers"):
-            # Let architecture_blocks raise its explanatory error.
-            blocks_lib.architecture_blocks(architecture, self.input_shape, self.num_classes)
+        genotype = blocks_lib.proxyless_genotype(architecture)
         layout = self._layouts.get(genotype.backbone)
         if layout is None:  # per-layer choice -> key, computed once per backbone
             stem, layers, head = blocks_lib.layer_blocks(genotype.backbone, self.input_shape,
@@ -327,8 +324,7 @@ def build_lookup_table(space="proxyless", input_shape=(64, 64, 3), num_classes=1
         ValueError: on an unsupported space or shape, or a cache built for
             another configuration.
     """
-    if space != "proxyless":
-        raise ValueError(f"Latency lookup tables support space='proxyless' only, got {space!r}.")
+    space = blocks_lib.block_table_space(space).name
     if not isinstance(backbone, MBConvBackbone):
         raise ValueError(f"backbone must be an MBConvBackbone, got {type(backbone).__name__}.")
     input_shape = tuple(int(d) for d in input_shape)

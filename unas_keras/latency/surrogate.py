@@ -24,9 +24,9 @@ VERSION = 1
 
 def _resolve_space(search_space):
     if isinstance(search_space, str):
-        from unas_keras.space import search_space as spaces
+        from unas_keras.space import registry
 
-        return spaces.get(search_space)
+        return registry.get(search_space).search_space()
     if not hasattr(search_space, "decisions") or not hasattr(search_space, "encode"):
         raise ValueError(
             "search_space must be a space name or an object with decisions() and encode(); got "
@@ -36,26 +36,18 @@ def _resolve_space(search_space):
 
 
 def _space_payload(space):
-    """JSON description of a space, enough to rebuild it on load."""
+    """JSON description of a space, enough to rebuild it on load: its name and `options()`."""
     out = {"name": getattr(space, "name", None)}
-    if hasattr(space, "backbone"):
-        out["backbone"] = space.backbone.to_dict()
-    if hasattr(space, "ops"):
-        out["ops"] = list(space.ops)
+    options = getattr(space, "options", None)  # the registered spaces have it; a custom object may not
+    if callable(options):
+        out.update(options())
     return out
 
 
 def _space_from_payload(payload):
-    from unas_keras.space import search_space as spaces
+    from unas_keras.space import registry
 
-    options = {}
-    if "backbone" in payload:
-        from unas_keras.space.proxyless import MBConvBackbone
-
-        options["backbone"] = MBConvBackbone.from_dict(payload["backbone"])
-    if "ops" in payload:
-        options["ops"] = list(payload["ops"])
-    return spaces.get(payload["name"], **options)
+    return registry.get(payload["name"]).search_space(**{k: v for k, v in payload.items() if k != "name"})
 
 
 def one_hot_features(decisions, choices):

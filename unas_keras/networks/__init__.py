@@ -1,16 +1,11 @@
-"""Network builders: one builder per space makes the supernet and the derived network."""
+"""Network builders: one builder per space makes the supernet and the derived network.
+
+Which module builds a space's networks is a fact of the space's `SpaceSpec`
+(`unas_keras.space.registry`); every supernet is a `Supernet`
+(`unas_keras.networks.supernet`).
+"""
 
 import inspect
-
-_MODULES = {"darts": "darts", "proxyless": "proxyless", "nb201": "nb201"}
-
-
-def _module(space):
-    import importlib
-
-    if space not in _MODULES:
-        raise ValueError(f"Unknown search space {space!r}; expected one of {sorted(_MODULES)}.")
-    return importlib.import_module(f"unas_keras.networks.{_MODULES[space]}")
 
 
 def _check_options(builder, options, what):
@@ -39,31 +34,32 @@ def build_model(architecture, num_classes, input_shape, **options):
     Returns:
         A `keras.Model` that trains with `fit` and saves as `.keras`.
     """
-    from unas_keras.space import Architecture
+    from unas_keras.space import Architecture, registry
 
     if not isinstance(architecture, Architecture):
         raise ValueError(f"build_model needs a unas_keras.Architecture, got {type(architecture).__name__}.")
-    module = _module(architecture.space)
-    builder = getattr(module, f"build_{architecture.space}_model")
-    _check_options(builder, options, f"a {architecture.space} network")
-    return builder(architecture.genotype, num_classes, tuple(input_shape), **options)
+    spec = registry.get(architecture.space)
+    _check_options(spec.networks().build_model, options, f"a {spec.name} network")
+    return spec.build_model(architecture.genotype, num_classes, input_shape, **options)
 
 
 def build_supernet(space, num_classes, input_shape, **options):
     """Builds the search supernet of a space.
 
     Args:
-        space: `"darts"`, `"proxyless"` or `"nb201"`.
+        space: the name of a registered search space (`unas_keras.space.space_names()`).
         num_classes: number of output classes.
         input_shape: `(height, width, channels)`.
         **options: the space's supernet options (e.g. `ops`, `init_channels`,
             `num_cells` for DARTS; `width_multiplier`, `backbone` for proxyless).
 
     Returns:
-        A supernet `keras.Model` called as `model((images, weights))`, with a
-        `search_space` attribute and a `mix_weights(samples)` method.
+        A `unas_keras.networks.supernet.Supernet`: a `keras.Model` called as
+        `model((images, weights))`, with a `search_space` attribute and a
+        `mix_weights(samples)` method.
     """
-    module = _module(space)
-    builder = getattr(module, f"build_{space}_supernet")
-    _check_options(builder, options, f"the {space} supernet")
-    return builder(num_classes, tuple(input_shape), **options)
+    from unas_keras.space import registry
+
+    spec = registry.get(space)
+    _check_options(spec.networks().build_supernet, options, f"the {spec.name} supernet")
+    return spec.build_supernet(num_classes, input_shape, **options)

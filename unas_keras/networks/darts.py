@@ -17,6 +17,7 @@ from keras import ops
 
 from unas_keras.layers.darts_cell import DartsCell, DartsSearchCell
 from unas_keras.layers.darts_ops import batch_norm
+from unas_keras.networks.supernet import LayerCache, Supernet, one_hot_samples
 from unas_keras.space.architecture import Architecture
 from unas_keras.space.darts import CELL_TYPES, NUM_NODES, DartsGenotype, DartsSearchSpace
 
@@ -47,32 +48,32 @@ def _check_positive(value, what):
     return int(value)
 
 
-def _conv_bn(x, filters, stride, name, relu_before=False):
+def _conv_bn(layer, x, filters, stride, name, relu_before=False):
     """(ReLU) -> 3x3 conv (no bias, PyTorch padding 1) -> BN, as in the DARTS stems."""
     if relu_before:
-        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+        x = layer(keras.layers.ReLU, name=f"{name}_relu")(x)
     if stride == 1:
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = layer(keras.layers.Conv2D, filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     else:
-        x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-        x = keras.layers.Conv2D(filters, 3, strides=stride, use_bias=False, name=f"{name}_conv")(x)
-    return batch_norm(True, f"{name}_bn")(x)
+        x = layer(keras.layers.ZeroPadding2D, 1, name=f"{name}_pad")(x)
+        x = layer(keras.layers.Conv2D, filters, 3, strides=stride, use_bias=False, name=f"{name}_conv")(x)
+    return layer(batch_norm, True, name=f"{name}_bn")(x)
 
 
-def _stem(images, channels, imagenet):
+def _stem(layer, images, channels, imagenet):
     """Returns (s0, s1, C_prev_prev, C_prev, reduction_prev)."""
     if not imagenet:
-        s = _conv_bn(images, STEM_MULTIPLIER * channels, 1, "stem")
+        s = _conv_bn(layer, images, STEM_MULTIPLIER * channels, 1, "stem")
         return s, s, STEM_MULTIPLIER * channels, STEM_MULTIPLIER * channels, False
     if channels % 2:
         raise ValueError(f"The ImageNet stem needs an even init_channels, got {channels}.")
-    s0 = _conv_bn(images, channels // 2, 2, "stem0_a")
-    s0 = _conv_bn(s0, channels, 2, "stem0_b", relu_before=True)
-    s1 = _conv_bn(s0, channels, 2, "stem1", relu_before=True)
+    s0 = _conv_bn(layer, images, channels // 2, 2, "stem0_a")
+    s0 = _conv_bn(layer, s0, channels, 2, "stem0_b", relu_before=True)
+    s1 = _conv_bn(layer, s0, channels, 2, "stem1", relu_before=True)
     return s0, s1, channels, channels, True
 
 
-def _auxiliary_head(x, num_classes, imagenet):
+def _auxiliary_head(layer, x, num_classes, imagenet):
     """DARTS AuxiliaryHeadCIFAR / AuxiliaryHeadImageNet (the latter without the 768 BN)."""
     side = min(x.shape[1], x.shape[2])
     stride = 2 if imagenet else 3
@@ -81,25 +82,27 @@ def _auxiliary_head(x, num_classes, imagenet):
             f"The auxiliary head needs a feature map of at least {5 + stride} pixels after cell "
             f"2 * num_cells // 3, got {side}; use a larger input or auxiliary=False."
         )
-    x = keras.layers.ReLU(name="auxiliary_relu_0")(x)
-    x = keras.layers.AveragePooling2D(5, strides=stride, name="auxiliary_pool")(x)
-    x = keras.layers.Conv2D(128, 1, use_bias=False, name="auxiliary_conv_0")(x)
-    x = batch_norm(True, "auxiliary_bn_0")(x)
-    x = keras.layers.ReLU(name="auxiliary_relu_1")(x)
-    x = keras.layers.Conv2D(768, 2, use_bias=False, name="auxiliary_conv_1")(x)
+    x = layer(keras.layers.ReLU, name="auxiliary_relu_0")(x)
+    x = layer(keras.layers.AveragePooling2D, 5, strides=stride, name="auxiliary_pool")(x)
+    x = layer(keras.layers.Conv2D, 128, 1, use_bias=False, name="auxiliary_conv_0")(x)
+    x = layer(batch_norm, True, name="auxiliary_bn_0")(x)
+    x = layer(keras.layers.ReLU, name="auxiliary_relu_1")(x)
+    x = layer(keras.layers.Conv2D, 768, 2, use_bias=False, name="auxiliary_conv_1")(x)
     if not imagenet:
-        x = batch_norm(True, "auxiliary_bn_1")(x)
-    x = keras.layers.ReLU(name="auxiliary_relu_2")(x)
+        x = layer(batch_norm, True, name="auxiliary_bn_1")(x)
+    x = layer(keras.layers.ReLU, name="auxiliary_relu_2")(x)
     # 1x1 at the DARTS input sizes; pooling keeps other sizes working.
-    x = keras.layers.GlobalAveragePooling2D(name="auxiliary_pool_global")(x)
-    return keras.layers.Dense(num_classes, name="auxiliary_classifier")(x)
+    x = layer(keras.layers.GlobalAveragePooling2D, name="auxiliary_pool_global")(x)
+    return layer(keras.layers.Dense, num_classes, name="auxiliary_classifier")(x)
 
 
-def _darts_network(images, make_cell, num_classes, init_channels, num_cells, auxiliary=False):
-    """Lays out a DARTS network on the symbolic `images`.
+def _darts_network(layer, images, make_cell, num_classes, init_channels, num_cells, auxiliary=False):
+    """Lays out a DARTS network on `images`.
 
     Args:
-        images: `keras.Input` of shape (H, W, 3).
+        layer: the `LayerCache` that makes (or reuses) every named layer.
+        images: images of shape (B, H, W, 3): a `keras.Input` (building a
+            network), or a batch (a supernet's `call`, its layers reused).
         make_cell: `(index, channels, reduction, reduction_prev, name) -> fn(s0, s1)`.
         num_classes, init_channels, num_cells: network size.
         auxiliary: whether to add the auxiliary head.
@@ -108,7 +111,7 @@ def _darts_network(images, make_cell, num_classes, init_channels, num_cells, aux
         `logits`, or `[logits, aux_logits]` with `auxiliary`.
     """
     imagenet = is_imagenet_input(images.shape[1:])
-    s0, s1, _, _, reduction_prev = _stem(images, init_channels, imagenet)
+    s0, s1, _, _, reduction_prev = _stem(layer, images, init_channels, imagenet)
     channels = init_channels
     reductions = reduction_cells(num_cells)
     aux_logits = None
@@ -120,9 +123,9 @@ def _darts_network(images, make_cell, num_classes, init_channels, num_cells, aux
         s0, s1 = s1, cell(s0, s1)
         reduction_prev = reduction
         if auxiliary and i == 2 * num_cells // 3:
-            aux_logits = _auxiliary_head(s1, num_classes, imagenet)
-    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(s1)
-    logits = keras.layers.Dense(num_classes, name="classifier")(x)
+            aux_logits = _auxiliary_head(layer, s1, num_classes, imagenet)
+    x = layer(keras.layers.GlobalAveragePooling2D, name="global_pool")(s1)
+    logits = layer(keras.layers.Dense, num_classes, name="classifier")(x)
     return [logits, aux_logits] if auxiliary else logits
 
 
@@ -169,14 +172,15 @@ def build_darts_model(genotype, num_classes, input_shape, init_channels=36, num_
     if not 0.0 <= drop_path_rate < 1.0:
         raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}.")
 
+    layer = LayerCache()
+
     def make_cell(index, channels, reduction, reduction_prev, cell_name):
-        layer = DartsCell(channels, genotype.reduce if reduction else genotype.normal, reduction=reduction,
-                          reduction_prev=reduction_prev, affine=affine, drop_path_rate=drop_path_rate,
-                          name=cell_name)
-        return lambda s0, s1: layer([s0, s1])
+        cell = layer(DartsCell, channels, genotype.reduce if reduction else genotype.normal, reduction=reduction,
+                     reduction_prev=reduction_prev, affine=affine, drop_path_rate=drop_path_rate, name=cell_name)
+        return lambda s0, s1: cell([s0, s1])
 
     images = keras.Input(shape=input_shape, name="images")
-    outputs = _darts_network(images, make_cell, num_classes, init_channels, num_cells, auxiliary)
+    outputs = _darts_network(layer, images, make_cell, num_classes, init_channels, num_cells, auxiliary)
     return keras.Model(images, outputs, name=name or "darts")
 
 
@@ -216,31 +220,21 @@ def mix_weights(samples, num_nodes=NUM_NODES):
     return out
 
 
-def architecture_samples(search_space, architecture, batch_size=1):
-    """One-hot samples (numpy, float32, `[batch_size, 2, choices]`) that select `architecture`.
-
-    `mix_weights(architecture_samples(...))` gives the supernet weights of the
-    derived architecture.
-    """
-    choices = search_space.encode(architecture)
-    out = {}
-    for key, (rows, k) in search_space.decisions().items():
-        onehot = np.zeros((batch_size, rows, k), "float32")
-        for r, c in enumerate(choices[key]):
-            onehot[:, r, c] = 1.0
-        out[key] = onehot
-    return out
+#: `one_hot_samples` under its former name (`unas_keras.networks.supernet.one_hot_samples`).
+architecture_samples = one_hot_samples
 
 
 @keras.saving.register_keras_serializable(package="unas_keras")
-class DartsSupernet(keras.Model):
-    """The UNAS DARTS-space supernet (search form), a functional `keras.Model`.
+class DartsSupernet(Supernet):
+    """The UNAS DARTS-space supernet (search form).
 
     Call as `model((images, weights), training=True)` with
     `weights = {"normal": [N, 14, K], "reduce": [N, 14, K]}` (see
     `mix_weights`); N is the batch size (per-example architectures) or 1 (one
     per minibatch). Returns logits. Batch normalizations inside the cells have
-    no scale/offset; the stem's do, as in the UNAS release.
+    no scale/offset; the stem's do, as in the UNAS release. The layers are laid
+    out by the derived network's function (`build_darts_model`), with
+    `DartsSearchCell`s in place of `DartsCell`s.
 
     Args:
         num_classes: number of classes.
@@ -254,6 +248,7 @@ class DartsSupernet(keras.Model):
 
     Attributes:
         search_space: the `DartsSearchSpace` whose decisions the weights mix.
+        image_shape: `(height, width, channels)`.
     """
 
     def __init__(self, num_classes, input_shape, ops="unas", init_channels=16, num_cells=8,
@@ -263,28 +258,33 @@ class DartsSupernet(keras.Model):
         num_classes = _check_positive(num_classes, "num_classes")
         init_channels = _check_positive(init_channels, "init_channels")
         num_cells = _check_positive(num_cells, "num_cells")
-        num_ops = len(search_space.ops)
-        images = keras.Input(shape=input_shape, name="images")
-        weights = {
-            cell: keras.Input(shape=(sum(n + 2 for n in range(NUM_NODES)), num_ops), name=f"{cell}_weights")
-            for cell in CELL_TYPES
-        }
-
-        def make_cell(index, channels, reduction, reduction_prev, cell_name):
-            layer = DartsSearchCell(channels, ops, reduction=reduction, reduction_prev=reduction_prev,
-                                    skip_threshold=skip_threshold, affine=False, name=cell_name)
-            cell_weights = weights["reduce" if reduction else "normal"]
-            return lambda s0, s1: layer([s0, s1, cell_weights])
-
-        logits = _darts_network(images, make_cell, num_classes, init_channels, num_cells)
-        super().__init__(inputs=(images, weights), outputs=logits, name=name, **kwargs)
-        self.search_space = search_space
-        self.num_classes = num_classes
-        self.supernet_input_shape = input_shape
+        super().__init__(search_space, num_classes, input_shape, name=name, **kwargs)
         self.op_set = ops if isinstance(ops, str) else list(ops)
         self.init_channels = init_channels
         self.num_cells = num_cells
         self.skip_threshold = float(skip_threshold)
+        rows = sum(n + 2 for n in range(NUM_NODES))
+        images = keras.Input(shape=input_shape, name="images")
+        weights = {cell: keras.Input(shape=(rows, len(search_space.ops)), name=f"{cell}_weights")
+                   for cell in CELL_TYPES}
+        layers = LayerCache()
+        self._layout(layers, images, weights)  # makes and builds the layers
+        self._network_layers = layers.layers
+        self.built = True
+
+    def _layout(self, layer, images, weights):
+        def make_cell(index, channels, reduction, reduction_prev, cell_name):
+            cell = layer(DartsSearchCell, channels, self.op_set, reduction=reduction, reduction_prev=reduction_prev,
+                         skip_threshold=self.skip_threshold, affine=False, name=cell_name)
+            cell_weights = weights["reduce" if reduction else "normal"]
+            return lambda s0, s1: cell([s0, s1, cell_weights])
+
+        return _darts_network(layer, images, make_cell, self.num_classes, self.init_channels, self.num_cells)
+
+    def call(self, inputs, training=None, one_hot=False):
+        """Logits of `(images, weights)`; see `Supernet.call` (`one_hot` changes nothing here)."""
+        images, weights = inputs
+        return self._layout(LayerCache(self._network_layers), images, weights)
 
     def mix_weights(self, samples):
         """`mix_weights(samples)`, checking the op count against this supernet's space."""
@@ -294,14 +294,10 @@ class DartsSupernet(keras.Model):
             raise ValueError(f"samples choose among {k} ops; this supernet has {len(self.search_space.ops)}.")
         return out
 
-    def architecture_weights(self, architecture, batch_size=1):
-        """One-hot edge weights that select `architecture` (a `"darts"` `Architecture`)."""
-        return self.mix_weights(architecture_samples(self.search_space, architecture, batch_size))
-
     def get_config(self):
         return {
             "num_classes": self.num_classes,
-            "input_shape": list(self.supernet_input_shape),
+            "input_shape": list(self.image_shape),
             "ops": self.op_set,
             "init_channels": self.init_channels,
             "num_cells": self.num_cells,

@@ -21,6 +21,7 @@ import keras
 
 from unas_keras.layers import nb201_cell
 from unas_keras.layers import nb201_ops
+from unas_keras.networks.supernet import LayerCache, Supernet
 from unas_keras.space import nb201 as nb201_space
 
 NUM_STAGES = 3
@@ -66,20 +67,24 @@ def _edge_ops(genotype):
     return tuple(genotype.edges)
 
 
-def _network(images, num_classes, channels, cells_per_stage, make_cell):
-    """The macro skeleton; `make_cell(x, width, stage, index)` applies one cell."""
-    x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name="stem_conv")(images)
-    x = nb201_ops.batch_norm(True, name="stem_bn")(x)
+def _network(layer, images, num_classes, channels, cells_per_stage, make_cell):
+    """The macro skeleton; `make_cell(x, width, stage, index)` applies one cell.
+
+    `layer` (a `LayerCache`) makes every named layer, or reuses it when a
+    supernet's `call` lays the network out again on a batch.
+    """
+    x = layer(keras.layers.Conv2D, channels, 3, padding="same", use_bias=False, name="stem_conv")(images)
+    x = layer(nb201_ops.batch_norm, True, name="stem_bn")(x)
     for stage in range(NUM_STAGES):
         width = channels * 2 ** stage
         if stage > 0:
-            x = nb201_ops.NB201ResidualBlock(width, strides=2, name=f"reduction_{stage}")(x)
+            x = layer(nb201_ops.NB201ResidualBlock, width, strides=2, name=f"reduction_{stage}")(x)
         for index in range(cells_per_stage):
             x = make_cell(x, width, stage, index)
-    x = nb201_ops.batch_norm(True, name="head_bn")(x)
-    x = keras.layers.ReLU(name="head_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-    return keras.layers.Dense(num_classes, name="classifier")(x)
+    x = layer(nb201_ops.batch_norm, True, name="head_bn")(x)
+    x = layer(keras.layers.ReLU, name="head_relu")(x)
+    x = layer(keras.layers.GlobalAveragePooling2D, name="global_pool")(x)
+    return layer(keras.layers.Dense, num_classes, name="classifier")(x)
 
 
 def build_nb201_model(genotype, num_classes, input_shape, channels=16, cells_per_stage=5):
@@ -108,22 +113,26 @@ def build_nb201_model(genotype, num_classes, input_shape, channels=16, cells_per
     channels = _check_int(channels, "channels")
     cells_per_stage = _check_int(cells_per_stage, "cells_per_stage")
 
+    layer = LayerCache()
+
     def make_cell(x, width, stage, index):
-        return nb201_cell.NB201Cell(width, edge_ops, name=f"cell_{stage}_{index}")(x)
+        return layer(nb201_cell.NB201Cell, width, edge_ops, name=f"cell_{stage}_{index}")(x)
 
     images = keras.Input(input_shape, name="images")
-    logits = _network(images, num_classes, channels, cells_per_stage, make_cell)
+    logits = _network(layer, images, num_classes, channels, cells_per_stage, make_cell)
     return keras.Model(images, logits, name="nb201_network")
 
 
 @keras.saving.register_keras_serializable(package="unas_keras")
-class NB201Supernet(keras.Model):
-    """The NAS-Bench-201 search supernet (a functional model).
+class NB201Supernet(Supernet):
+    """The NAS-Bench-201 search supernet.
 
     Called as `supernet((images, weights), training=...)`, with weights
     `{"edges": [N, 6, 5]}` (N = batch size for one architecture per example,
     or 1 for one architecture for the whole batch); returns logits
-    `[B, num_classes]`. Every edge computes `sum_k w[:, e, k] * op_k(x)`.
+    `[B, num_classes]`. Every edge computes `sum_k w[:, e, k] * op_k(x)`. The
+    layers are laid out by the derived network's function (`_network`), with
+    `NB201SearchCell`s in place of `NB201Cell`s.
 
     Args:
         num_classes: number of output classes.
@@ -133,6 +142,7 @@ class NB201Supernet(keras.Model):
 
     Attributes:
         search_space: an `NB201SearchSpace`.
+        image_shape: `(height, width, channels)`.
     """
 
     def __init__(self, num_classes, input_shape, channels=16, cells_per_stage=5, **kwargs):
@@ -140,25 +150,30 @@ class NB201Supernet(keras.Model):
         input_shape = _check_input_shape(input_shape)
         channels = _check_int(channels, "channels")
         cells_per_stage = _check_int(cells_per_stage, "cells_per_stage")
-        rows, choices = nb201_space.NB201SearchSpace().decisions()[EDGES_INPUT]
-        images = keras.Input(input_shape, name="images")
-        edge_weights = keras.Input((rows, choices), name="edge_weights")
-
-        def make_cell(x, width, stage, index):
-            return nb201_cell.NB201SearchCell(width, name=f"cell_{stage}_{index}")([x, edge_weights])
-
-        logits = _network(images, num_classes, channels, cells_per_stage, make_cell)
         kwargs.setdefault("name", "nb201_supernet")
-        super().__init__(inputs=(images, {EDGES_INPUT: edge_weights}), outputs=logits, **kwargs)
-        self.num_classes = num_classes
-        self.image_shape = input_shape
+        super().__init__(nb201_space.NB201SearchSpace(), num_classes, input_shape, **kwargs)
         self.channels = channels
         self.cells_per_stage = cells_per_stage
+        rows, choices = self.search_space.decisions()[EDGES_INPUT]
+        images = keras.Input(input_shape, name="images")
+        edge_weights = keras.Input((rows, choices), name="edge_weights")
+        layers = LayerCache()
+        self._layout(layers, images, {EDGES_INPUT: edge_weights})  # makes and builds the layers
+        self._network_layers = layers.layers
+        self.built = True
 
-    @property
-    def search_space(self):
-        """The `NB201SearchSpace` this supernet searches."""
-        return nb201_space.NB201SearchSpace()
+    def _layout(self, layer, images, weights):
+        edge_weights = weights[EDGES_INPUT]
+
+        def make_cell(x, width, stage, index):
+            return layer(nb201_cell.NB201SearchCell, width, name=f"cell_{stage}_{index}")([x, edge_weights])
+
+        return _network(layer, images, self.num_classes, self.channels, self.cells_per_stage, make_cell)
+
+    def call(self, inputs, training=None, one_hot=False):
+        """Logits of `(images, {"edges": w})`; see `Supernet.call` (`one_hot` changes nothing here)."""
+        images, weights = inputs
+        return self._layout(LayerCache(self._network_layers), images, weights)
 
     def mix_weights(self, samples):
         """Maps architecture samples to the supernet's `weights` input.
@@ -209,7 +224,7 @@ def build_nb201_supernet(num_classes, input_shape, channels=16, cells_per_stage=
         cells_per_stage: N, cells per stage (5).
 
     Returns:
-        An `NB201Supernet` (`keras.Model`) called as
+        An `NB201Supernet` (a `Supernet`) called as
         `supernet((images, {"edges": w}), training=...)`, with `search_space`
         and `mix_weights(samples)`.
     """

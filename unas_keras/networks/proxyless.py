@@ -22,11 +22,11 @@ from unas_keras import _compat
 from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
 from unas_keras.layers.mbconv import MBConv
 from unas_keras.layers.mbconv_choice import DEFAULT_SKIP_THRESHOLD, MBConvChoice
+from unas_keras.networks.supernet import Supernet
 from unas_keras.space.proxyless import (
     BLOCK_CHOICES,
     OPTIONAL_CHOICES,
     PROXYLESS_BACKBONE,
-    ZERO,
     MBConvBackbone,
     ProxylessGenotype,
     ProxylessSearchSpace,
@@ -174,7 +174,7 @@ def build_proxyless_model(genotype, num_classes, input_shape, width_multiplier=1
 
 
 @keras.saving.register_keras_serializable(package="unas_keras")
-class ProxylessSupernet(keras.Model):
+class ProxylessSupernet(Supernet):
     """The ProxylessNAS-space search network.
 
     Called as `model((images, weights), training=...)` -> logits, where
@@ -202,19 +202,22 @@ class ProxylessSupernet(keras.Model):
     Attributes:
         search_space: the `ProxylessSearchSpace` whose decisions the weights
             encode.
+        image_shape: `(height, width, channels)`.
+        skips_unchosen_blocks: `True`: with `one_hot=True` and one
+            architecture per minibatch each layer runs only its chosen block.
     """
+
+    skips_unchosen_blocks = True
 
     def __init__(self, num_classes, input_shape, backbone=PROXYLESS_BACKBONE, width_multiplier=1.0,
                  skip_threshold=DEFAULT_SKIP_THRESHOLD, zero_dropout=0.1, dropout_rate=0.0,
                  bn_momentum=0.99, bn_affine=False, **kwargs):
         kwargs.setdefault("name", "proxyless_supernet")
-        super().__init__(**kwargs)
         if isinstance(backbone, dict):
             backbone = MBConvBackbone.from_dict(backbone)
         if not isinstance(backbone, MBConvBackbone):
             raise ValueError(f"backbone must be an MBConvBackbone, got {type(backbone).__name__}.")
-        self.num_classes = num_classes
-        self.image_shape = _check_shape(input_shape)
+        super().__init__(ProxylessSearchSpace(backbone), num_classes, _check_shape(input_shape), **kwargs)
         self.backbone = backbone
         self.width_multiplier = width_multiplier
         self.skip_threshold = 0.0 if skip_threshold is None else float(skip_threshold)
@@ -222,7 +225,6 @@ class ProxylessSupernet(keras.Model):
         self.dropout_rate = dropout_rate
         self.bn_momentum = bn_momentum
         self.bn_affine = bn_affine
-        self.search_space = ProxylessSearchSpace(backbone)
 
         def searchable(i, channels, stride, first):
             return MBConvChoice(
@@ -259,11 +261,8 @@ class ProxylessSupernet(keras.Model):
             shape = layer.compute_output_shape(shape)
         self.built = True
 
-    #: `call` takes `one_hot=True` for hard samples (`SearchModel` passes it in its no-gradient passes).
-    runs_chosen_blocks_only = True
-
     def call(self, inputs, training=None, one_hot=False):
-        """Logits of `(images, weights)`.
+        """Logits of `(images, weights)`; see `Supernet.call`.
 
         Args:
             inputs: `(images, weights)`, weights from `mix_weights`.

@@ -10,27 +10,14 @@ import json
 from typing import Any
 
 from unas_keras._atomic import write_text_atomic
-from unas_keras.space import darts, nb201, proxyless
+from unas_keras.space import registry
 
 SCHEMA_VERSION = 1
-
-_GENOTYPES = {
-    "darts": darts.DartsGenotype,
-    "proxyless": proxyless.ProxylessGenotype,
-    "nb201": nb201.NB201Genotype,
-}
 
 
 def space_names():
     """Returns the names of the supported search spaces."""
-    return tuple(_GENOTYPES)
-
-
-def _check_space(space):
-    if space not in _GENOTYPES:
-        raise ValueError(
-            f"Unknown search space {space!r}; expected one of {sorted(_GENOTYPES)}."
-        )
+    return registry.names()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +25,10 @@ class Architecture:
     """A derived architecture of one of the search spaces.
 
     Args:
-        space: `"darts"`, `"proxyless"` or `"nb201"`.
-        genotype: the space's genotype (`darts.DartsGenotype`,
-            `proxyless.ProxylessGenotype` or `nb201.NB201Genotype`), already
-            validated by its constructor.
+        space: the name of a registered search space (`space_names()`).
+        genotype: the space's genotype (its `SpaceSpec.genotype_class`:
+            `darts.DartsGenotype`, `proxyless.ProxylessGenotype` or
+            `nb201.NB201Genotype`), already validated by its constructor.
         name: optional label (a preset name, or `None`). Not part of equality.
     """
 
@@ -50,8 +37,7 @@ class Architecture:
     name: str = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
-        _check_space(self.space)
-        expected = _GENOTYPES[self.space]
+        expected = registry.get(self.space).genotype_class
         if not isinstance(self.genotype, expected):
             raise ValueError(
                 f"A {self.space!r} architecture needs a {expected.__name__}, "
@@ -93,13 +79,13 @@ class Architecture:
         space = payload.get("space")
         if not isinstance(space, str):
             raise ValueError(f"Architecture 'space' must be a string, got {space!r}.")
-        _check_space(space)
+        spec = registry.get(space)
         if "genotype" not in payload:
             raise ValueError("Architecture has no 'genotype'.")
         name = payload.get("name")
         if name is not None and not isinstance(name, str):
             raise ValueError(f"Architecture 'name' must be a string, got {name!r}.")
-        genotype = _GENOTYPES[space].from_dict(payload["genotype"])
+        genotype = spec.genotype_class.from_dict(payload["genotype"])
         return cls(space=space, genotype=genotype, name=name)
 
     def to_json(self, indent=2):
@@ -157,14 +143,21 @@ def sample_architecture(space, seed=None, **space_options):
     uniformly and independently.
 
     Args:
-        space: `"darts"`, `"proxyless"` or `"nb201"`.
+        space: the name of a registered search space (`space_names()`).
         seed: integer seed (or `None` for a fresh random draw).
-        **space_options: space-specific options, e.g. `ops` for DARTS.
+        **space_options: the space's supernet options; those that shape its
+            decisions are used (`ops` for DARTS, `backbone` for ProxylessNAS).
 
     Returns:
         An `Architecture`.
-    """
-    _check_space(space)
-    from unas_keras.space import search_space
 
-    return search_space.get(space, **space_options).sample(seed)
+    Raises:
+        ValueError: an unknown space, or an option that is not one of the
+            space's supernet options.
+    """
+    spec = registry.get(space)
+    unknown = sorted(set(space_options) - set(spec.supernet_options))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for the {space} space; allowed: "
+                         f"{sorted(spec.supernet_options)}.")
+    return spec.search_space(**space_options).sample(seed)

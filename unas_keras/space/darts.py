@@ -9,9 +9,8 @@ pairs. A network has a normal and a reduction cell type.
 import dataclasses
 import random
 
-from unas_keras._validate import check_int
+from unas_keras._validate import check_int, require_dict, require_int, require_list, require_str
 from unas_keras.space.spec import SpaceSpec
-from unas_keras._validate import require_dict, require_int, require_list, require_str
 
 NUM_NODES = 4
 CELL_TYPES = ("normal", "reduce")
@@ -154,6 +153,10 @@ class DartsSearchSpace:
     def __init__(self, ops="unas"):
         self.ops = resolve_ops(ops)
 
+    def options(self):
+        """The constructor options that rebuild this space, JSON-compatible."""
+        return {"ops": list(self.ops)}
+
     def decisions(self):
         """Ordered dict of decision name -> (rows, choices)."""
         out = {}
@@ -206,7 +209,12 @@ def _check_supernet_options(options):
     out = dict(options)
     out["init_channels"] = check_int(out["init_channels"], "init_channels", 1)
     out["num_cells"] = check_int(out["num_cells"], "num_cells", 3)
-    resolve_ops(out["ops"])  # raises ValueError listing the allowed names
+    try:
+        resolve_ops(out["ops"])
+    except ValueError as err:  # name the option; the message lists the allowed names
+        raise ValueError(f"ops: {err}") from None
+    except TypeError:
+        raise ValueError(f"ops must be an op-set name or a list of operation names, got {out['ops']!r}.") from None
     out["ops"] = out["ops"] if isinstance(out["ops"], str) else list(out["ops"])
     return out
 

@@ -8,9 +8,8 @@ A cell has 4 nodes; node `j` sums one operation applied to each earlier node
 import dataclasses
 import random
 
-from unas_keras._validate import check_int
+from unas_keras._validate import check_int, require_dict, require_list, require_str
 from unas_keras.space.spec import SpaceSpec
-from unas_keras._validate import require_dict, require_list, require_str
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4
@@ -98,6 +97,10 @@ class NB201SearchSpace:
     """One decision, `"edges"`: 6 rows of `len(OPS)` choices."""
 
     name = "nb201"
+
+    def options(self):
+        """The constructor options that rebuild this space (none), JSON-compatible."""
+        return {}
 
     def decisions(self):
         return {"edges": (len(EDGES), len(OPS))}

@@ -10,9 +10,8 @@ import dataclasses
 import random
 import re
 
-from unas_keras._validate import check_float
+from unas_keras._validate import check_float, require_dict, require_int, require_list, require_str
 from unas_keras.space.spec import SpaceSpec
-from unas_keras._validate import require_dict, require_int, require_list, require_str
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (3, 6)
@@ -177,15 +176,23 @@ class ProxylessSearchSpace:
     `OPTIONAL_CHOICES`, `"zero"` first).
 
     Args:
-        backbone: the `MBConvBackbone` to search on.
+        backbone: the `MBConvBackbone` to search on (or its dict form).
     """
 
     name = "proxyless"
 
     def __init__(self, backbone=PROXYLESS_BACKBONE):
+        if isinstance(backbone, dict):
+            backbone = MBConvBackbone.from_dict(backbone)
+        if not isinstance(backbone, MBConvBackbone):
+            raise ValueError(f"backbone must be an MBConvBackbone or its dict form, got {type(backbone).__name__}.")
         self.backbone = backbone
         self._first = [i for i, (_, _, f) in enumerate(backbone.layer_plan()) if f]
         self._optional = [i for i, (_, _, f) in enumerate(backbone.layer_plan()) if not f]
+
+    def options(self):
+        """The constructor options that rebuild this space, JSON-compatible."""
+        return {"backbone": self.backbone.to_dict()}
 
     def decisions(self):
         out = {"first": (len(self._first), len(BLOCK_CHOICES))}

@@ -20,11 +20,13 @@ class SpaceSpec:
 
     Attributes:
         name: the space's name (`Architecture.space`).
-        search_space_class: the class of its decisions (`decisions()`, `to_architecture`, `encode`,
-            `sample`), constructed with `search_space_options`.
+        search_space_class: the class of its decisions: class attribute `name`, `decisions()`,
+            `to_architecture`, `encode`, `sample`, and `options()` (the JSON-compatible constructor
+            options that rebuild it); constructed with `search_space_options`.
         genotype_class: the genotype class an `Architecture` of the space holds.
         networks_module: the module that builds its networks (`build_supernet(num_classes, input_shape,
-            **supernet options)` and `build_model(genotype, num_classes, input_shape, **network options)`).
+            **supernet options)` -> a `unas_keras.networks.supernet.Supernet`, and
+            `build_model(genotype, num_classes, input_shape, **network options)`).
         supernet_options: the names of the supernet's options (search settings of the space).
         check_supernet_options: `options -> options`: validates a complete dict of supernet options and
             returns it JSON-serialisable (raises ValueError naming the bad option).
