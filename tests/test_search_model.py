@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
+from unas_keras.networks.supernet import Supernet
 from unas_keras.search import SearchModel
 from unas_keras.search import objectives as objectives_lib
 from unas_keras.search.distributed import mirrored_strategy
@@ -29,12 +30,11 @@ class _FakeSpace:
         return {key: [int(c) for c in value] for key, value in choices.items()}
 
 
-class FakeSupernet(keras.Model):
+class FakeSupernet(Supernet):
     """Three mixed layers (one per decision row) with non-affine BN, like a supernet."""
 
     def __init__(self, num_classes=3, channels=4, image_shape=(8, 8, 3), **kwargs):
-        super().__init__(name="fake_supernet", **kwargs)
-        self.search_space = _FakeSpace()
+        super().__init__(_FakeSpace(), num_classes, image_shape, name="fake_supernet", **kwargs)
         self.stem = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name="stem")
         self.candidates = []
         self.norms = []
@@ -58,7 +58,7 @@ class FakeSupernet(keras.Model):
         first, second = samples["first"], samples["second"]
         return [first[:, 0], first[:, 1], second[:, 0]]
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, one_hot=False):
         images, weights = inputs
         x = self.stem(images)
         for cands, norms, w in zip(self.candidates, self.norms, weights):

@@ -98,11 +98,6 @@ class Supernet(keras.Model):
         """
         return self.mix_weights(one_hot_samples(self.search_space, architecture, batch_size))
 
-    @property
-    def runs_chosen_blocks_only(self):
-        """Deprecated alias of `skips_unchosen_blocks`."""
-        return self.skips_unchosen_blocks
-
 
 def one_hot_samples(search_space, architecture, batch_size=1):
     """One-hot samples (numpy float32, `[batch_size, rows, choices]` per decision) that select `architecture`.

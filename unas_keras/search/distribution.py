@@ -205,6 +205,11 @@ class ArchitectureDistribution(keras.layers.Layer):
             log_prob = row_sum if log_prob is None else log_prob + row_sum
         return ArchitectureSample(samples=samples, log_prob=log_prob)
 
+    @property
+    def has_decision_pairs(self):
+        """Whether the space has (inputs, ops) decision pairs that `pair_overlap` scores (DARTS cells)."""
+        return bool(self._pairs)
+
     def pair_overlap(self, samples):
         """DARTS duplicate-pair penalty `sum_{cells, nodes} (i . i') (o . o')`.
 

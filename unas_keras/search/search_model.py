@@ -51,6 +51,7 @@ from unas_keras import _compat
 from unas_keras._validate import check_float, check_int
 from unas_keras import estimators as estimators_lib
 from unas_keras.config.search_config import RELEASE_LATENCY_RAMP_STEPS, SAMPLINGS, SearchConfig
+from unas_keras.networks.supernet import Supernet
 from unas_keras.search import objectives as objectives_lib
 from unas_keras.search import passes as passes_lib
 from unas_keras.search.distribution import ArchitectureDistribution
@@ -67,11 +68,9 @@ _LATENCY_METRICS = ("latency_ms", "sampled_latency_ms")
 
 
 def _check_supernet(supernet):
-    if not isinstance(supernet, keras.Model) or not hasattr(supernet, "search_space") \
-            or not callable(getattr(supernet, "mix_weights", None)):
+    if not isinstance(supernet, Supernet):
         raise ValueError(
-            "`supernet` must be a supernet keras.Model with a `search_space` attribute and a "
-            "`mix_weights` method (see unas_keras.networks.build_supernet). "
+            "`supernet` must be a unas_keras.networks.supernet.Supernet (see unas_keras.networks.build_supernet). "
             f"Received: {type(supernet).__name__}"
         )
 
@@ -110,9 +109,8 @@ class SearchModel(keras.Model):
     with `steps_per_epoch`.
 
     Args:
-        supernet: a supernet `keras.Model` (`unas_keras.networks.build_supernet`)
-            called as `supernet((images, weights), training=True)`, with a
-            `search_space` attribute and a `mix_weights(samples)` method.
+        supernet: a `unas_keras.networks.supernet.Supernet`
+            (`unas_keras.networks.build_supernet`).
         estimator: gradient estimator name (`"rebar"` (alias `"unas"`),
             `"gumbel_softmax"`, `"reinforce"`, `"relax"`) or an
             `unas_keras.estimators.Estimator`.
@@ -185,10 +183,7 @@ class SearchModel(keras.Model):
             **estimators_lib.accepted_options(estimator, baseline_decay=self.baseline_decay))
         self.objective = objective
         self.gen_gap_lambda = check_float(gen_gap_lambda, "gen_gap_lambda")
-        space_name = getattr(supernet.search_space, "name", None)
-        if pair_penalty is None:
-            pair_penalty = objectives_lib.DEFAULT_PAIR_PENALTY if space_name == "darts" else 0.0
-        self.pair_penalty = check_float(pair_penalty, "pair_penalty")
+        self.pair_penalty = check_float(pair_penalty, "pair_penalty", allow_none=True)
         self.temperature = self.estimator.temperature
         self.soften_eps = check_float(soften_eps, "soften_eps")
         self.sampling = sampling
@@ -213,6 +208,8 @@ class SearchModel(keras.Model):
         self.distribution = ArchitectureDistribution(
             supernet.search_space.decisions(), soften_eps=self.soften_eps, name="architecture_distribution")
         self._decision_names = tuple(self.distribution.decision_names)
+        if self.pair_penalty is None:  # the duplicate-pair penalty where the space has such pairs
+            self.pair_penalty = objectives_lib.DEFAULT_PAIR_PENALTY if self.distribution.has_decision_pairs else 0.0
         if latency is not None:
             bias, coefficients = latency.surrogate_weights(supernet.search_space)
             self._latency_bias = float(bias)
@@ -650,14 +647,14 @@ class SearchModel(keras.Model):
         return logits
 
     def _runs_chosen_blocks_only(self, one_hot):
-        """Whether a forward at a one-hot sample may run only the chosen blocks (the supernet says)."""
-        return bool(one_hot) and getattr(self.supernet, "runs_chosen_blocks_only", False)
+        """Whether a forward at a one-hot sample runs only the chosen blocks (the supernet says)."""
+        return bool(one_hot) and self.supernet.skips_unchosen_blocks
 
     def _forward(self, images, weights, one_hot=False):
-        """Supernet logits; `one_hot`: `weights` is a hard sample (passed on if the supernet uses it)."""
-        kwargs = {"one_hot": True} if self._runs_chosen_blocks_only(one_hot) else {}
+        """Supernet logits; `one_hot`: `weights` is a hard sample (the supernet may skip unchosen blocks)."""
         # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
-        return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True, **kwargs)
+        return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True,
+                             one_hot=self._runs_chosen_blocks_only(one_hot))
 
     def _forward_without_gradient(self, passes):
         """Runs forward passes whose gradient is not needed; returns dict key -> logits.
