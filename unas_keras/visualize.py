@@ -157,8 +157,10 @@ def plot_mbconv_strip(genotype, path, title=None):
 
 def plot_architecture(architecture, path, title=None):
     """Draws any architecture with the picture that suits its space."""
-    plotter = {"darts": plot_darts_cell, "proxyless": plot_mbconv_strip, "nb201": plot_nb201_cell}
-    return plotter[architecture.space](architecture.genotype, path, title=title or architecture.name)
+    from unas_keras.space import registry
+
+    plotter = globals()[registry.get(architecture.space).plotter]
+    return plotter(architecture.genotype, path, title=title or architecture.name)
 
 
 def plot_probability_evolution(snapshots, path, choice_labels=None, title=None):

@@ -25,20 +25,22 @@ import os
 import numpy as np
 
 from unas_keras.latency.surrogate import _resolve_space, fit_latency_surrogate
+from unas_keras.space import registry
 
 #: Architecture column read by default: the benchmark string for nb201 (when present), else JSON.
-NB201_COLUMN = "ArchitectureString"
+# Tables name architectures by their JSON, or (spaces with a text form, e.g. NAS-Bench-201's
+# "ArchitectureString") by the genotype's text (`SpaceSpec.text_column`).
 JSON_COLUMN = "architecture"
 
 
 def _parse_architecture(text, space):
     """An `Architecture` of `space` from a benchmark string (nb201) or architecture JSON."""
     from unas_keras.space.architecture import Architecture
-    from unas_keras.space.nb201 import NB201Genotype
 
     text = (text or "").strip()
-    if space == "nb201" and text.startswith("|"):
-        return Architecture("nb201", NB201Genotype.from_string(text))
+    spec = registry.get(space)
+    if spec.text_column is not None and not text.startswith("{"):
+        return Architecture(space, spec.genotype_class.from_string(text))
     arch = Architecture.from_json(text)
     if arch.space != space:
         raise ValueError(f"a {arch.space!r} architecture in a {space!r} table")
@@ -84,7 +86,7 @@ class DeviceTable:
             column: the latency column (milliseconds). None: the only column
                 besides the architecture column; an error if there are several.
             architecture_column: the column naming the architectures. None:
-                `ArchitectureString` for nb201 when present, else `architecture`
+                the space's text column when present (nb201: `ArchitectureString`), else `architecture`
                 (architecture JSON, as in a search's architecture.json).
 
         Returns:
@@ -104,7 +106,8 @@ class DeviceTable:
             columns = list(reader.fieldnames or [])
             arch_col = architecture_column
             if arch_col is None:
-                arch_col = NB201_COLUMN if space == "nb201" and NB201_COLUMN in columns else JSON_COLUMN
+                text_column = registry.get(space).text_column
+                arch_col = text_column if text_column in columns else JSON_COLUMN
             if arch_col not in columns:
                 raise ValueError(f"Device table {path!r} has no architecture column {arch_col!r}; its columns: "
                                  f"{columns}.")
@@ -167,11 +170,11 @@ class DeviceTable:
 
     def _key(self, architecture, strict=True):
         from unas_keras.space.architecture import Architecture
-        from unas_keras.space.nb201 import NB201Genotype
 
-        if isinstance(architecture, str) and self.space == "nb201":
+        spec = registry.get(self.space)
+        if isinstance(architecture, str) and spec.text_column is not None:
             try:
-                return Architecture("nb201", NB201Genotype.from_string(architecture))
+                return Architecture(self.space, spec.genotype_class.from_string(architecture))
             except ValueError:
                 if strict:
                     raise

@@ -233,6 +233,7 @@ SPEC = SpaceSpec(
                         "(comma-separated on the command line).",
                  "init_channels": "DARTS space: initial channels C.",
                  "num_cells": "DARTS space: number of cells."},
+    plotter="plot_darts_cell",
     profile_defaults={
         # digits: 8x8 grey images upsampled to 16x16 (two reductions -> 4x4); 3 cells (normal, reduce,
         # reduce) with all 7 UNAS ops, C = 8: tracing the supernet's step dominates a short run.

@@ -137,6 +137,8 @@ SPEC = SpaceSpec(
     inherited_network_options=("channels", "cells_per_stage"),
     option_help={"channels": "NAS-Bench-201 space: channels of the first stage.",
                  "cells_per_stage": "NAS-Bench-201 space: cells per stage."},
+    plotter="plot_nb201_cell",
+    text_column="ArchitectureString",
     profile_defaults={
         "demo": dict(resolution=16, image_channels=1, batch_size=32, epochs=6, warmup_epochs=1,
                      sampling="per_example", soften_eps=0.0,

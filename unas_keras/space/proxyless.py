@@ -264,6 +264,7 @@ SPEC = SpaceSpec(
     option_help={"width_multiplier": "ProxylessNAS space: width multiplier.",
                  "backbone": "ProxylessNAS space: the MBConv backbone plan (an MBConvBackbone or its dict; "
                              "default ProxylessNAS's 21 layers)."},
+    plotter="plot_mbconv_strip",
     profile_defaults={
         "demo": dict(resolution=32, image_channels=1, batch_size=32, epochs=6, warmup_epochs=1,
                      sampling="per_minibatch", soften_eps=0.0, space_options=dict(width_multiplier=0.25)),

@@ -41,6 +41,10 @@ class SpaceSpec:
         has_default_latency: whether a latency target works without a measured table (per-block TFLite
             timings on this machine).
         option_help: supernet option name -> one line of help (command-line flags, docs).
+        text_column: the column of a measurement table that names architectures by the genotype's text
+            form (`genotype_class.from_string`), e.g. NAS-Bench-201's "ArchitectureString"; None when the
+            space has no text form (tables then hold architecture JSON).
+        plotter: the name of the `unas_keras.visualize` function that draws a genotype of the space.
     """
 
     name: str
@@ -56,6 +60,8 @@ class SpaceSpec:
     builder_options: Callable[[Mapping[str, Any]], dict] = _identity
     has_default_latency: bool = False
     option_help: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    text_column: Optional[str] = None
+    plotter: Optional[str] = None
 
     def search_space(self, **options):
         """The space's decisions object; `options` may hold any supernet options (others are ignored)."""
