@@ -25,6 +25,6 @@ setup(
         "psutil>=5.9",
         "tensorboard>=2.16",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.80", "pyyaml>=6"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "pytest-xdist>=3.5", "hypothesis>=6.80", "pyyaml>=6"]},
     include_package_data=True,
 )
