@@ -242,7 +242,7 @@ def test_constrained_mode_json_last_line(tmp_path):
     acc = np.array([_synthetic_accuracy(c) - 20.0 for c in all_choices])  # the cifar100 column
     target = float(np.median(lat))
     result = _run_benchmark(f"--table={table}", "--dataset=cifar100", "--budget=40", "--seeds=2",
-                            "--final_queries=10",
+                            "--final_queries=10", "--final_rule=feasible_argmax",
                             f"--latency_table={latency}", "--latency_column=phone_ms", f"--target_ms={target}")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
@@ -261,7 +261,7 @@ def test_constrained_mode_json_last_line(tmp_path):
     assert random["final_accuracy"] == pytest.approx(random["best_feasible_queried"])
     assert details["surrogate_report"]["held_out"]["spearman"] > 0.99  # additive latencies
     assert details["budget"] == 40 and details["final_rule"] == "feasible_argmax"
-    # The default final rule only ever answers feasible cells.
+    # The feasible_argmax final rule only ever answers feasible cells.
     for name in ("reinforce", "unas"):
         assert all(ms <= target for ms in details[name]["final_latency_ms_per_seed"])
 
@@ -270,8 +270,12 @@ def test_constrained_mode_bad_input(tmp_path):
     table = _write_synthetic_table(tmp_path / "acc.csv")
     latency = _write_csv(tmp_path / "lat.csv", [[ALL_SKIP, 1.0, 2.0]],
                          columns=["ArchitectureString", "a_ms", "b_ms"])
-    result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}")
+    result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}",
+                            "--final_queries=30")
     assert result.returncode == 2 and "--final_queries must be in [0, --budget)" in result.stderr
+    result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}",
+                            "--latency_column=a_ms", "--unas_margin=1.0")
+    assert result.returncode == 2 and "--unas_margin must be in [0, 1)" in result.stderr
     result = _run_benchmark(f"--table={table}", "--budget=60", "--seeds=1", f"--latency_table={latency}")
     assert result.returncode == 2 and "choose the latency column" in result.stderr
     result = _run_benchmark(f"--table={table}", "--budget=60", "--seeds=1", f"--latency_table={latency}",
