@@ -30,21 +30,26 @@ elementwise Adam), several seeds are simply computed in one `tf.function`.
 The last line printed is one JSON object.
 
 Latency-constrained mode (`--latency_table=CSV --latency_column=NAME [--target_ms=X]`, target default: the
-column's median): the loss gains the device latency as a non-differentiable hinge,
+column's median). Only accuracy look-ups count as queries; the device table is known, so latency
+look-ups are free. REINFORCE's loss gains the device latency as a sampled hinge,
 `L(z) = (100 - accuracy(z)) / 100 + w * max(0, latency(z) / target - 1)` (`--latency_weight` w, ramped up
-from 0 over the first `--latency_ramp` share of the steps); UNAS's control variate adds the same hinge of
-the device table's fitted linear surrogate at the relaxed sample to its ridge model of the accuracy loss.
-Random search answers its best feasible query. REINFORCE and UNAS search with `budget - --final_queries`
-queries, then query the `--final_queries` most probable cells of their final policy that meet the target
-(`--final_rule=feasible_argmax`) and answer the best (`--final_queries=0`: the most probable feasible
-cell; `--final_rule=argmax`: the plain argmax). The last line is
+from 0 over the first `--latency_ramp` share of the steps). UNAS keeps the sampled accuracy loss with its
+ridge control variate and adds `w_u * max(0, latency / (target * (1 - m)) - 1)` (`--unas_latency_weight`
+w_u, same ramp, `--unas_margin` m) by default as an exact expectation over all cells of the device table
+under the sharpened policy `softmax(k * logits)` (`--unas_sharpness` k), a differentiable stand-in for the
+latency of the policy's argmax (`--unas_latency_gradient=sampled`: the hinge on the queried samples, the
+device's linear surrogate at the relaxed sample in the control variate; `--unas_penalty=linear` and
+`--unas_dual_lr` give a Lagrangian term and dual ascent on the argmax's latency, measured and not kept).
+The answer of REINFORCE and UNAS is their final policy's argmax (`--final_rule=feasible_argmax`: its most
+probable cell that meets the target; `--final_queries=K`: the last K queries of the budget go to the K
+most probable such cells, the best answers). Random search answers its best feasible query. The last line is
 `{"target_ms", "constrained_optimum", "methods": {"random", "reinforce", "unas"}}`, each method with the
 means over seeds of `final_accuracy`, `final_latency_ms`, `feasible_fraction`, `best_feasible_queried`;
 the line before it holds the details (per-seed figures, plain-argmax figures, the surrogate's held-out
 report).
 
     python benchmarks/nb201_tabular.py --dataset=cifar100 --latency_table=../shared/data/nb201_latency.csv \
-        --latency_column=raspi4_ms --target_ms=25.68 --reinforce_lr=0.6 --unas_lr=0.6
+        --latency_column=raspi4_ms
 """
 
 import itertools
@@ -234,7 +239,7 @@ UNAS_CONSTRAINED = {"latency_weight": 0.5, "latency_gradient": "exact", "sharpne
 
 
 class LatencyConstraint:
-    """A device's latency of every cell, the target and the hinge `weight * max(0, latency / target - 1)`.
+    """A device's latency of every cell, the target, the latency term's weight and its ramp.
 
     Args:
         latencies: numpy `[5**6]` measured latencies (ms) indexed by `architecture_index`.
@@ -266,10 +271,6 @@ class LatencyConstraint:
                             for e in range(NUM_EDGES)], axis=-1)
         self._edge_index = np.arange(NUM_EDGES)[None, :]
         self._choices = choices
-
-    def hinge(self, latency_ms, ops=np, scale=1.0):
-        """`scale * weight * max(0, latency / target - 1)` (numpy or TensorFlow values, by `ops`)."""
-        return scale * self.weight * ops.maximum(0.0, latency_ms / self.target - 1.0)
 
     def penalty(self, latency_ms, form, multiplier, ops=np, margin=0.0):
         """`multiplier * max(0, latency / bound - 1)` ("hinge") or `multiplier * (latency / bound - 1)`
@@ -388,9 +389,20 @@ class GradientSearch:
         baseline_decay: REINFORCE baseline decay.
         temperature: UNAS relaxation temperature.
         ridge_lambda, pairwise, refit_every: UNAS control variate.
-        constraint: optional `LatencyConstraint`: the loss gains its hinge on
-            the measured latency, and UNAS's control variate the same hinge on
-            the device surrogate g at the relaxed sample.
+        constraint: optional `LatencyConstraint`: the loss gains a latency
+            term of the measured latency (its weight ramped as the constraint says).
+        penalty: the latency term, "hinge" `max(0, latency / bound - 1)` or
+            "linear" `latency / bound - 1`, with `bound = target * (1 - margin)`.
+        dual_lr: step of dual ascent on an extra multiplier driven by the
+            latency of the policy's argmax (0: off).
+        margin: the latency term (and the dual ascent) aim at `target * (1 - margin)`.
+        latency_gradient: "sampled" (the term on the queried samples; UNAS's
+            control variate adds it at the device surrogate of the relaxed
+            sample) or "exact" (its expectation over all cells of the device
+            table, which costs no query, under `softmax(sharpness * logits)`).
+        sharpness: see `latency_gradient` (1: the policy itself; larger: closer
+            to the latency term of the policy's argmax).
+        latency_weight: the latency term's weight (default: the constraint's).
     """
 
     def __init__(self, method, accuracies, seeds, budget, lr, samples, baseline_decay=0.9, temperature=0.4,
