@@ -30,21 +30,26 @@ elementwise Adam), several seeds are simply computed in one `tf.function`.
 The last line printed is one JSON object.
 
 Latency-constrained mode (`--latency_table=CSV --latency_column=NAME [--target_ms=X]`, target default: the
-column's median): the loss gains the device latency as a non-differentiable hinge,
+column's median). Only accuracy look-ups count as queries; the device table is known, so latency
+look-ups are free. REINFORCE's loss gains the device latency as a sampled hinge,
 `L(z) = (100 - accuracy(z)) / 100 + w * max(0, latency(z) / target - 1)` (`--latency_weight` w, ramped up
-from 0 over the first `--latency_ramp` share of the steps); UNAS's control variate adds the same hinge of
-the device table's fitted linear surrogate at the relaxed sample to its ridge model of the accuracy loss.
-Random search answers its best feasible query. REINFORCE and UNAS search with `budget - --final_queries`
-queries, then query the `--final_queries` most probable cells of their final policy that meet the target
-(`--final_rule=feasible_argmax`) and answer the best (`--final_queries=0`: the most probable feasible
-cell; `--final_rule=argmax`: the plain argmax). The last line is
+from 0 over the first `--latency_ramp` share of the steps). UNAS keeps the sampled accuracy loss with its
+ridge control variate and adds `w_u * max(0, latency / (target * (1 - m)) - 1)` (`--unas_latency_weight`
+w_u, same ramp, `--unas_margin` m) by default as an exact expectation over all cells of the device table
+under the sharpened policy `softmax(k * logits)` (`--unas_sharpness` k), a differentiable stand-in for the
+latency of the policy's argmax (`--unas_latency_gradient=sampled`: the hinge on the queried samples, the
+device's linear surrogate at the relaxed sample in the control variate; `--unas_penalty=linear` and
+`--unas_dual_lr` give a Lagrangian term and dual ascent on the argmax's latency, measured and not kept).
+The answer of REINFORCE and UNAS is their final policy's argmax (`--final_rule=feasible_argmax`: its most
+probable cell that meets the target; `--final_queries=K`: the last K queries of the budget go to the K
+most probable such cells, the best answers). Random search answers its best feasible query. The last line is
 `{"target_ms", "constrained_optimum", "methods": {"random", "reinforce", "unas"}}`, each method with the
 means over seeds of `final_accuracy`, `final_latency_ms`, `feasible_fraction`, `best_feasible_queried`;
 the line before it holds the details (per-seed figures, plain-argmax figures, the surrogate's held-out
 report).
 
     python benchmarks/nb201_tabular.py --dataset=cifar100 --latency_table=../shared/data/nb201_latency.csv \
-        --latency_column=raspi4_ms --target_ms=25.68 --reinforce_lr=0.6 --unas_lr=0.6
+        --latency_column=raspi4_ms
 """
 
 import itertools
@@ -100,10 +105,12 @@ def _define_flags():
     flags.DEFINE_integer("budget", 300, "Table queries per seed and method.")
     flags.DEFINE_integer("seeds", 30, "Independent runs per method.")
     flags.DEFINE_integer("seed_offset", 0, "First seed (tuning uses seeds from --tune_seed_offset).")
-    flags.DEFINE_float("reinforce_lr", 0.3, "REINFORCE: Adam learning rate on the logits.")
+    flags.DEFINE_float("reinforce_lr", None, "REINFORCE: Adam learning rate on the logits (default 0.3; 0.6 with "
+                       "--latency_table).")
     flags.DEFINE_integer("reinforce_samples", 10, "REINFORCE: architectures (queries) per step.")
     flags.DEFINE_float("baseline_decay", 0.9, "REINFORCE: moving-average decay of the baseline.")
-    flags.DEFINE_float("unas_lr", 0.3, "UNAS: Adam learning rate on the logits.")
+    flags.DEFINE_float("unas_lr", None, "UNAS: Adam learning rate on the logits (default 0.3; 0.6 with "
+                       "--latency_table).")
     flags.DEFINE_integer("unas_samples", 10, "UNAS: architectures (queries) per step.")
     flags.DEFINE_float("temperature", 0.4, "UNAS: relaxation temperature.")
     flags.DEFINE_float("ridge_lambda", 10.0, "UNAS: ridge penalty of the control variate g.")
@@ -116,12 +123,25 @@ def _define_flags():
                         "latency-constrained mode.")
     flags.DEFINE_string("latency_column", None, "Latency column of --latency_table (e.g. raspi4_ms).")
     flags.DEFINE_float("target_ms", None, "Latency target in ms (default: the column's median).")
-    flags.DEFINE_float("latency_weight", 0.1, "Hinge weight per unit of relative excess over the target (0.1: "
-                       "10%% over the target costs one accuracy point).")
+    flags.DEFINE_float("latency_weight", 0.1, "REINFORCE: hinge weight per unit of relative excess over the target "
+                       "(0.1: 10%% over the target costs one accuracy point).")
+    flags.DEFINE_float("unas_latency_weight", UNAS_CONSTRAINED["latency_weight"], "UNAS: hinge weight per unit of relative excess over the "
+                       "search bound target * (1 - --unas_margin).")
+    flags.DEFINE_enum("unas_latency_gradient", UNAS_CONSTRAINED["latency_gradient"], list(LATENCY_GRADIENTS), "UNAS: the latency term's "
+                      "gradient: 'exact' (expectation over all cells of the free device table, under the policy "
+                      "sharpened by --unas_sharpness) or 'sampled' (the queried samples, with the device's "
+                      "linear surrogate in the control variate).")
+    flags.DEFINE_float("unas_sharpness", UNAS_CONSTRAINED["sharpness"], "UNAS, exact latency gradient: the expectation is taken under "
+                       "softmax(sharpness * logits), a differentiable stand-in for the policy's argmax.")
+    flags.DEFINE_float("unas_margin", UNAS_CONSTRAINED["margin"], "UNAS: the hinge (and the dual ascent) aims at target * (1 - margin).")
+    flags.DEFINE_enum("unas_penalty", UNAS_CONSTRAINED["penalty"], list(PENALTIES), "UNAS: the latency term, a hinge or the linear "
+                      "Lagrangian term latency / bound - 1.")
+    flags.DEFINE_float("unas_dual_lr", UNAS_CONSTRAINED["dual_lr"], "UNAS: dual-ascent step of an extra multiplier driven by the policy "
+                       "argmax's latency (0: off, a fixed ramped weight only).")
     flags.DEFINE_float("latency_ramp", 0.7, "Share of the steps over which the hinge weight ramps up from 0.")
-    flags.DEFINE_enum("final_rule", "feasible_argmax", list(FINAL_RULES), "Final architecture of the gradient "
+    flags.DEFINE_enum("final_rule", "argmax", list(FINAL_RULES), "Final architecture of the gradient "
                       "methods: the policy's argmax, or its most probable cell meeting the target.")
-    flags.DEFINE_integer("final_queries", 30, "Gradient methods: query the final policy's K most probable cells "
+    flags.DEFINE_integer("final_queries", 0, "Gradient methods: query the final policy's K most probable cells "
                          "(under --final_rule) and answer the best; the K queries come out of --budget.")
     flags.DEFINE_integer("variance_repeats", 200, "Repeats of the gradient-variance diagnostic (0 = skip it).")
 
@@ -131,6 +151,10 @@ TUNE_LRS = (0.1, 0.3, 0.5)
 TUNE_SAMPLES = (5, 10, 20)
 TUNE_REINFORCE_KNOB = ("baseline_decay", (0.5, 0.9))
 TUNE_UNAS_KNOB = ("ridge_lambda", (1.0, 10.0))
+
+
+def _default(value, default):
+    return default if value is None else value
 
 
 def _progress(message):
@@ -203,10 +227,19 @@ def _random_queries(seed, budget):
 
 
 FINAL_RULES = ("argmax", "feasible_argmax")
+LATENCY_RULE = ("latency look-ups of the device table are free (a known, measured table, as a device's latency "
+                "model is at search time): only accuracy look-ups count as queries")
+PENALTIES = ("hinge", "linear")
+LATENCY_GRADIENTS = ("sampled", "exact")
+#: Constrained mode: both gradient methods' learning rate, and UNAS's latency handling, chosen on raspi4_ms
+#: with tuning seeds 100000-100039 (README, "Benchmarks").
+CONSTRAINED_LR = 0.6
+UNAS_CONSTRAINED = {"latency_weight": 0.5, "latency_gradient": "exact", "sharpness": 3.0, "margin": 0.03,
+                    "penalty": "hinge", "dual_lr": 0.0}
 
 
 class LatencyConstraint:
-    """A device's latency of every cell, the target and the hinge `weight * max(0, latency / target - 1)`.
+    """A device's latency of every cell, the target, the latency term's weight and its ramp.
 
     Args:
         latencies: numpy `[5**6]` measured latencies (ms) indexed by `architecture_index`.
@@ -239,9 +272,12 @@ class LatencyConstraint:
         self._edge_index = np.arange(NUM_EDGES)[None, :]
         self._choices = choices
 
-    def hinge(self, latency_ms, ops=np, scale=1.0):
-        """`scale * weight * max(0, latency / target - 1)` (numpy or TensorFlow values, by `ops`)."""
-        return scale * self.weight * ops.maximum(0.0, latency_ms / self.target - 1.0)
+    def penalty(self, latency_ms, form, multiplier, ops=np, margin=0.0):
+        """`multiplier * max(0, latency / bound - 1)` ("hinge") or `multiplier * (latency / bound - 1)`
+        ("linear", the Lagrangian term of the constraint `latency <= bound`), `bound = target * (1 -
+        margin)`."""
+        excess = latency_ms / (self.target * (1.0 - margin)) - 1.0
+        return multiplier * (ops.maximum(0.0, excess) if form == "hinge" else excess)
 
     def ramp_scale(self, step, steps):
         """The hinge weight's share at `step` of `steps` (1 without a ramp)."""
@@ -353,13 +389,25 @@ class GradientSearch:
         baseline_decay: REINFORCE baseline decay.
         temperature: UNAS relaxation temperature.
         ridge_lambda, pairwise, refit_every: UNAS control variate.
-        constraint: optional `LatencyConstraint`: the loss gains its hinge on
-            the measured latency, and UNAS's control variate the same hinge on
-            the device surrogate g at the relaxed sample.
+        constraint: optional `LatencyConstraint`: the loss gains a latency
+            term of the measured latency (its weight ramped as the constraint says).
+        penalty: the latency term, "hinge" `max(0, latency / bound - 1)` or
+            "linear" `latency / bound - 1`, with `bound = target * (1 - margin)`.
+        dual_lr: step of dual ascent on an extra multiplier driven by the
+            latency of the policy's argmax (0: off).
+        margin: the latency term (and the dual ascent) aim at `target * (1 - margin)`.
+        latency_gradient: "sampled" (the term on the queried samples; UNAS's
+            control variate adds it at the device surrogate of the relaxed
+            sample) or "exact" (its expectation over all cells of the device
+            table, which costs no query, under `softmax(sharpness * logits)`).
+        sharpness: see `latency_gradient` (1: the policy itself; larger: closer
+            to the latency term of the policy's argmax).
+        latency_weight: the latency term's weight (default: the constraint's).
     """
 
     def __init__(self, method, accuracies, seeds, budget, lr, samples, baseline_decay=0.9, temperature=0.4,
-                 ridge_lambda=1.0, pairwise=True, refit_every=1, constraint=None):
+                 ridge_lambda=1.0, pairwise=True, refit_every=1, constraint=None, penalty="hinge", dual_lr=0.0,
+                 margin=0.0, latency_gradient="sampled", sharpness=1.0, latency_weight=None):
         import keras
         import tensorflow as tf
 
@@ -383,10 +431,27 @@ class GradientSearch:
         self.accuracies = accuracies
         self.table = tf.constant(accuracies, dtype=tf.float32)
         self.constraint = constraint
+        if penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {list(PENALTIES)}, got {penalty!r}.")
+        if latency_gradient not in LATENCY_GRADIENTS:
+            raise ValueError(f"latency_gradient must be one of {list(LATENCY_GRADIENTS)}, got {latency_gradient!r}.")
+        self.latency_gradient = latency_gradient
+        self.sharpness = float(sharpness)
+        self.penalty = penalty
+        self.dual_lr = float(dual_lr)
+        self.margin = float(margin)
+        self.latency_weight = None if constraint is None else (
+            constraint.weight if latency_weight is None else float(latency_weight))
+        self.multiplier_history = []
         if constraint is not None:
             self.latency = tf.constant(constraint.latencies, dtype=tf.float32)
             self.lat_bias = tf.constant(constraint.surrogate_bias, dtype=tf.float32)
             self.lat_w = tf.constant(constraint.surrogate_weights, dtype=tf.float32)
+            # Flat positions of every cell's choices in a [6 * 5] logit table, and every cell's penalty
+            # per unit multiplier (for the exact expectation of the latency term).
+            self.cell_positions = tf.constant(constraint._choices + NUM_OPS * np.arange(NUM_EDGES), tf.int32)
+            self.cell_penalty = tf.constant(constraint.penalty(constraint.latencies, penalty, 1.0, np, margin),
+                                            tf.float32)
         if method == "reinforce":
             self.estimator = estimators.get("reinforce", baseline_decay=baseline_decay)
         else:
@@ -409,7 +474,7 @@ class GradientSearch:
         pair = tf.einsum("mpi,pij,mpj->m", xa, w2, xb)
         return bias + linear + pair
 
-    def _step_fn(self, step, has_model, bias, w1, w2, hinge_scale=1.0):
+    def _step_fn(self, step, has_model, bias, w1, w2, multipliers):
         """One step for every seed; returns queried indices and losses [S, M]."""
         tf = self.tf
         from unas_keras.estimators import next_baseline
@@ -424,8 +489,15 @@ class GradientSearch:
                 idx = tf.reduce_sum(tf.argmax(sample.hard, axis=-1) * self.powers, axis=-1)
                 acc_loss = (100.0 - tf.gather(self.table, idx)) / 100.0
                 loss = acc_loss
-                if self.constraint is not None:
-                    loss = loss + self.constraint.hinge(tf.gather(self.latency, idx), tf, hinge_scale)
+                exact = self.constraint is not None and self.latency_gradient == "exact"
+                if exact:
+                    # The device table is known: E_p[penalty] over all 5**6 cells, exactly, no query.
+                    log_p = tf.reshape(tf.nn.log_softmax(self.sharpness * self.logits[s], axis=-1), [-1])
+                    p_cells = tf.exp(tf.reduce_sum(tf.gather(log_p, self.cell_positions), axis=-1))
+                    total += multipliers[s] * tf.reduce_sum(p_cells * self.cell_penalty)
+                elif self.constraint is not None:
+                    loss = loss + self.constraint.penalty(tf.gather(self.latency, idx), self.penalty,
+                                                          multipliers[s], tf, self.margin)
                 batch_mean = tf.reduce_mean(loss)
                 if self.method == "reinforce":
                     used = tf.where(step > 0, self.baseline[s], batch_mean)
@@ -433,9 +505,9 @@ class GradientSearch:
                     new_baselines.append(next_baseline(used, batch_mean, self.baseline_decay))
                 else:
                     g = self._control_variate(sample.relaxed, bias[s], w1[s], w2[s])
-                    if self.constraint is not None:
+                    if self.constraint is not None and not exact:
                         lat_g = self.lat_bias + tf.reduce_sum(sample.relaxed * self.lat_w, axis=[1, 2])
-                        g = g + self.constraint.hinge(lat_g, tf, hinge_scale)
+                        g = g + self.constraint.penalty(lat_g, self.penalty, multipliers[s], tf, self.margin)
                     g = tf.where(has_model[s], g, tf.fill(tf.shape(loss), batch_mean))
                     total += self.estimator.surrogate_from_losses(log_prob, loss, g)
                 all_idx.append(idx)
@@ -445,6 +517,14 @@ class GradientSearch:
         if new_baselines:
             self.baseline.assign(tf.stack(new_baselines))
         return tf.stack(all_idx), tf.stack(all_loss)
+
+    def _dual_step(self, dual):
+        """Dual ascent on the extra latency multiplier of each seed: it grows while the policy's argmax
+        (whose latency the device table gives without a query) is over `target * (1 - margin)`, and
+        shrinks towards 0 while under it."""
+        bound = self.constraint.target * (1.0 - self.margin)
+        argmax = [nb201_table.architecture_index(c) for c in np.argmax(self.logits.numpy(), axis=-1)]
+        return np.maximum(0.0, dual + self.dual_lr * (self.constraint.latencies[argmax] / bound - 1.0))
 
     def run(self):
         """Runs every seed; returns (final accs, best-seen accs, final indices)."""
@@ -456,10 +536,16 @@ class GradientSearch:
         has_model = np.zeros((num,), bool)
         stats = RidgeStatistics(num, self.pairwise) if self.method == "unas" else None
         history_idx = []
+        dual = np.zeros((num,))
         for step in range(self.steps):
-            scale = 1.0 if self.constraint is None else self.constraint.ramp_scale(step, self.steps)
+            multipliers = dual.copy()
+            if self.constraint is not None:
+                multipliers += self.latency_weight * self.constraint.ramp_scale(step, self.steps)
+            self.multiplier_history.append(multipliers.copy())
             idx, loss = self._step(tf.constant(step, tf.int32), tf.constant(has_model), tf.constant(bias),
-                                   tf.constant(w1), tf.constant(w2), tf.constant(scale, tf.float32))
+                                   tf.constant(w1), tf.constant(w2), tf.constant(multipliers, tf.float32))
+            if self.constraint is not None and self.dual_lr > 0:
+                dual = self._dual_step(dual)
             idx = idx.numpy()
             history_idx.append(idx)
             if stats is not None:
@@ -548,8 +634,9 @@ def _method_config(method, options):
     if method == "reinforce":
         keys = ("lr", "samples", "baseline_decay")
     else:
-        keys = ("lr", "samples", "temperature", "ridge_lambda", "pairwise", "refit_every")
-    return {k: options[k] for k in keys}
+        keys = ("lr", "samples", "temperature", "ridge_lambda", "pairwise", "refit_every", "latency_weight",
+                "latency_gradient", "sharpness", "margin", "penalty", "dual_lr")
+    return {k: options[k] for k in keys if k in options}
 
 
 def run_method(method, accuracies, budget, seeds, config):
@@ -664,6 +751,18 @@ def run_constrained(accuracies, constraint, budget, seeds, configs, methods=("ra
     return out, details
 
 
+def _unas_loss_text(config):
+    bound = f"target * (1 - {config['margin']})"
+    term = (f"max(0, latency / ({bound}) - 1)" if config["penalty"] == "hinge"
+            else f"(latency / ({bound}) - 1)")
+    weight = f"{config['latency_weight']} (ramped)" + (f" + dual multiplier (step {config['dual_lr']}, "
+                                                       "argmax latency)" if config["dual_lr"] else "")
+    how = (f"latency term: exact expectation over the device table under softmax({config['sharpness']} * "
+           "logits)" if config["latency_gradient"] == "exact" else
+           "latency term: sampled, its control variate the device's linear surrogate at the relaxed sample")
+    return f"accuracy: (100 - accuracy) / 100, sampled, ridge control variate; + {weight} * {term}; {how}"
+
+
 def main_constrained(table, seeds, base):
     """`--latency_table` mode: one dataset, one device column, the contract's JSON last line."""
     if FLAGS.dataset == "all":
@@ -679,8 +778,10 @@ def main_constrained(table, seeds, base):
         if (FLAGS.budget - FLAGS.final_queries) % config["samples"]:
             raise cli.UsageError(f"--budget - --final_queries ({FLAGS.budget - FLAGS.final_queries}) must be a "
                                  f"multiple of --{method}_samples ({config['samples']}).")
-    if not 0.0 <= FLAGS.latency_ramp <= 1.0 or FLAGS.latency_weight < 0:
-        raise cli.UsageError("--latency_ramp must be in [0, 1] and --latency_weight >= 0.")
+    if not 0.0 <= FLAGS.latency_ramp <= 1.0 or FLAGS.latency_weight < 0 or FLAGS.unas_latency_weight < 0:
+        raise cli.UsageError("--latency_ramp must be in [0, 1], --latency_weight and --unas_latency_weight >= 0.")
+    if not 0.0 <= FLAGS.unas_margin < 1.0 or not FLAGS.unas_sharpness > 0 or FLAGS.unas_dual_lr < 0:
+        raise cli.UsageError("--unas_margin must be in [0, 1), --unas_sharpness > 0 and --unas_dual_lr >= 0.")
     constraint, report = load_constraint(FLAGS.latency_table, FLAGS.latency_column, FLAGS.target_ms,
                                          FLAGS.latency_weight, FLAGS.final_rule, FLAGS.latency_ramp)
     start = time.time()
@@ -690,7 +791,11 @@ def main_constrained(table, seeds, base):
         benchmark="nb201_tabular_constrained", dataset=FLAGS.dataset,
         latency_table=os.path.abspath(FLAGS.latency_table),
         latency_column=FLAGS.latency_column, budget=FLAGS.budget, seeds=len(seeds), seed_offset=FLAGS.seed_offset,
-        loss=f"(100 - accuracy) / 100 + {FLAGS.latency_weight} * max(0, latency / target - 1)",
+        loss={
+            "reinforce": f"(100 - accuracy) / 100 + {FLAGS.latency_weight} * max(0, latency / target - 1), "
+                         "all sampled",
+            "unas": _unas_loss_text(base["unas"]),
+        },
         final_rule=FLAGS.final_rule, final_queries=FLAGS.final_queries, latency_ramp=FLAGS.latency_ramp,
         final_architecture=(
             "random: best feasible query; reinforce/unas: "
@@ -700,7 +805,7 @@ def main_constrained(table, seeds, base):
                ("the final policy's most probable feasible cell" if FLAGS.final_rule == "feasible_argmax"
                 else "the final policy's argmax"))
             + "; plain_argmax gives the per-edge argmax of the final policy"),
-        surrogate_report=report, query_rule=QUERY_RULE,
+        surrogate_report=report, query_rule=QUERY_RULE + "; " + LATENCY_RULE,
         wall_time_s=round(time.time() - start, 1))
     print(json.dumps({"details": details}))
     print(json.dumps(out))
@@ -717,11 +822,15 @@ def main(argv):
     datasets = DATASETS if FLAGS.dataset == "all" else (FLAGS.dataset,)
     seeds = list(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     base = {
-        "reinforce": {"lr": FLAGS.reinforce_lr, "samples": FLAGS.reinforce_samples,
+        "reinforce": {"lr": _default(FLAGS.reinforce_lr, CONSTRAINED_LR if FLAGS.latency_table else 0.3), "samples": FLAGS.reinforce_samples,
                       "baseline_decay": FLAGS.baseline_decay},
-        "unas": {"lr": FLAGS.unas_lr, "samples": FLAGS.unas_samples, "temperature": FLAGS.temperature,
+        "unas": {"lr": _default(FLAGS.unas_lr, CONSTRAINED_LR if FLAGS.latency_table else 0.3), "samples": FLAGS.unas_samples, "temperature": FLAGS.temperature,
                  "ridge_lambda": FLAGS.ridge_lambda, "pairwise": FLAGS.pairwise, "refit_every": FLAGS.refit_every},
     }
+    if FLAGS.latency_table:
+        base["unas"].update(latency_weight=FLAGS.unas_latency_weight, latency_gradient=FLAGS.unas_latency_gradient,
+                            sharpness=FLAGS.unas_sharpness, margin=FLAGS.unas_margin, penalty=FLAGS.unas_penalty,
+                            dual_lr=FLAGS.unas_dual_lr)
     for method, config in base.items():
         if FLAGS.budget % config["samples"]:
             raise cli.UsageError(f"--budget ({FLAGS.budget}) must be a multiple of --{method}_samples "

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -242,7 +243,7 @@ def test_constrained_mode_json_last_line(tmp_path):
     acc = np.array([_synthetic_accuracy(c) - 20.0 for c in all_choices])  # the cifar100 column
     target = float(np.median(lat))
     result = _run_benchmark(f"--table={table}", "--dataset=cifar100", "--budget=40", "--seeds=2",
-                            "--final_queries=10",
+                            "--final_queries=10", "--final_rule=feasible_argmax",
                             f"--latency_table={latency}", "--latency_column=phone_ms", f"--target_ms={target}")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
@@ -261,7 +262,7 @@ def test_constrained_mode_json_last_line(tmp_path):
     assert random["final_accuracy"] == pytest.approx(random["best_feasible_queried"])
     assert details["surrogate_report"]["held_out"]["spearman"] > 0.99  # additive latencies
     assert details["budget"] == 40 and details["final_rule"] == "feasible_argmax"
-    # The default final rule only ever answers feasible cells.
+    # The feasible_argmax final rule only ever answers feasible cells.
     for name in ("reinforce", "unas"):
         assert all(ms <= target for ms in details[name]["final_latency_ms_per_seed"])
 
@@ -270,8 +271,12 @@ def test_constrained_mode_bad_input(tmp_path):
     table = _write_synthetic_table(tmp_path / "acc.csv")
     latency = _write_csv(tmp_path / "lat.csv", [[ALL_SKIP, 1.0, 2.0]],
                          columns=["ArchitectureString", "a_ms", "b_ms"])
-    result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}")
+    result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}",
+                            "--final_queries=30")
     assert result.returncode == 2 and "--final_queries must be in [0, --budget)" in result.stderr
+    result = _run_benchmark(f"--table={table}", "--budget=30", "--seeds=1", f"--latency_table={latency}",
+                            "--latency_column=a_ms", "--unas_margin=1.0")
+    assert result.returncode == 2 and "--unas_margin must be in [0, 1)" in result.stderr
     result = _run_benchmark(f"--table={table}", "--budget=60", "--seeds=1", f"--latency_table={latency}")
     assert result.returncode == 2 and "choose the latency column" in result.stderr
     result = _run_benchmark(f"--table={table}", "--budget=60", "--seeds=1", f"--latency_table={latency}",
@@ -297,3 +302,91 @@ def test_constrained_optimum_on_the_shipped_tables():
     logits[np.arange(6), bench._choices_of_index(best)] = 3.0
     assert constraint.feasible[constraint.final_index(logits)]
     assert constraint.final_index(logits) != best
+
+
+def _synthetic_constraint(bench, weight=0.1, ramp=0.7):
+    """The synthetic cifar100 accuracies and a constraint at the median of the synthetic latencies, whose
+    linear surrogate is exact (the synthetic latencies are additive)."""
+    all_choices = list(itertools.product(range(5), repeat=6))
+    acc = np.array([_synthetic_accuracy(c) - 20.0 for c in all_choices])
+    lat = np.array([_synthetic_latency_ms(c) for c in all_choices])
+    per_op = np.array([0.05, 0.1, 1.0, 3.0, 0.5])
+    surrogate = types.SimpleNamespace(bias=1.0, weights={"edges": np.tile(per_op, (6, 1))})
+    return acc, bench.LatencyConstraint(lat, float(np.median(lat)), weight, surrogate, "argmax", ramp)
+
+
+def test_latency_penalty_forms():
+    bench = _load_benchmark()
+    _, constraint = _synthetic_constraint(bench)
+    target = constraint.target
+    latency = np.array([0.5, 1.0, 1.2]) * target
+    np.testing.assert_allclose(constraint.penalty(latency, "hinge", 2.0), [0.0, 0.0, 0.4], atol=1e-12)
+    np.testing.assert_allclose(constraint.penalty(latency, "linear", 2.0), [-1.0, 0.0, 0.4], atol=1e-12)
+    # The margin moves the bound under the target: a cell at the target is 1/0.9 - 1 over it.
+    np.testing.assert_allclose(constraint.penalty(latency, "hinge", 1.0, margin=0.1),
+                               [0.0, 1 / 0.9 - 1, 1.2 / 0.9 - 1], atol=1e-12)
+
+
+def test_exact_latency_term_is_the_gradient_of_the_sharpened_expectation():
+    """With constant accuracies the accuracy term has no gradient after the first step; one step of the
+    exact latency term equals an Adam step on E_{softmax(k * logits)}[w * hinge] computed by enumeration."""
+    import tensorflow as tf
+
+    bench = _load_benchmark()
+    _, constraint = _synthetic_constraint(bench, weight=0.5, ramp=0.0)
+    flat = np.full(5 ** 6, 60.0)
+    search = bench.GradientSearch("unas", flat, [3], 10, lr=0.1, samples=10, constraint=constraint,
+                                  latency_gradient="exact", sharpness=3.0, margin=0.05, latency_weight=0.5)
+    start = np.random.default_rng(0).normal(size=(1, 6, 5)).astype("float32")
+    search.logits.assign(start)
+    search.run()
+    onehot = np.eye(5)[constraint._choices]
+    penalty = constraint.penalty(constraint.latencies, "hinge", 0.5, margin=0.05)
+    variable = tf.Variable(start[0].astype("float64"))
+    with tf.GradientTape() as tape:
+        log_p = tf.nn.log_softmax(3.0 * variable, axis=-1)
+        p_cells = tf.exp(tf.einsum("nec,ec->n", onehot, log_p))
+        expected = tf.reduce_sum(p_cells * penalty)
+    grad = tape.gradient(expected, variable).numpy()
+    # The accuracy term adds nothing (batch-mean control variate on a flat table).
+    moved = start[0] - search.logits.numpy()[0]
+    # keras Adam's first step: lr * g / (|g| + epsilon / sqrt(1 - beta_2)), epsilon 1e-7, beta_2 0.999.
+    expected_step = 0.1 * grad / (np.abs(grad) + 1e-7 / np.sqrt(1 - 0.999))
+    big = np.abs(grad) > 1e-5
+    assert big.sum() >= 10, np.abs(grad)
+    np.testing.assert_allclose(moved[big], expected_step[big], rtol=2e-2)
+
+
+def test_constrained_unas_argmax_is_feasible_on_a_synthetic_table():
+    """Regression test of the constrained UNAS path: at 60 queries its final policy's argmax meets the target
+    in every seed and is within 5 points of the constrained optimum; the previous method (the sampled hinge
+    at weight 0.1) never met it on these seeds."""
+    bench = _load_benchmark()
+    acc, constraint = _synthetic_constraint(bench)
+    optimum = acc[constraint.feasible].max()
+    seeds = [0, 1, 2, 3]
+    config = dict(lr=bench.CONSTRAINED_LR, samples=10, **bench.UNAS_CONSTRAINED)
+    final, queried, argmax = bench.run_constrained_method("unas", acc, constraint, 60, seeds, config)
+    assert final == argmax and queried.shape == (4, 60)
+    assert constraint.feasible[final].all(), constraint.latencies[final] / constraint.target
+    assert acc[final].min() >= optimum - 5.0, (acc[final], optimum)
+    old = dict(lr=0.6, samples=10, latency_gradient="sampled", latency_weight=0.1)
+    final_old, _, _ = bench.run_constrained_method("unas", acc, constraint, 60, seeds, old)
+    assert constraint.feasible[final_old].mean() <= 0.5
+
+
+@pytest.mark.slow
+@needs_real_table
+@pytest.mark.skipif(not os.path.isfile(REAL_LATENCY), reason=f"device latency table absent at {REAL_LATENCY}")
+def test_constrained_unas_argmax_on_the_shipped_raspi4_table():
+    """The issue's setting (CIFAR-100, raspi4_ms, target at the median, 300 queries) on 12 seeds outside
+    the tuning (100000-100039) and reported (0-29) ones: the final argmax meets the target in at least 10 of
+    12 seeds (measured: 12; the previous sampled hinge at weight 0.1: 2) and its mean accuracy is within 5
+    points of the constrained optimum 71.63 (measured: 67.72)."""
+    bench = _load_benchmark()
+    acc = np.asarray(nb201_table.load_nb201_table(REAL_TABLE).accuracy_array("cifar100"), dtype=np.float64)
+    constraint, _ = bench.load_constraint(REAL_LATENCY, "raspi4_ms", None, 0.1, "argmax", 0.7)
+    config = dict(lr=bench.CONSTRAINED_LR, samples=10, **bench.UNAS_CONSTRAINED)
+    final, _, _ = bench.run_constrained_method("unas", acc, constraint, 300, list(range(200000, 200012)), config)
+    assert constraint.feasible[final].sum() >= 10, constraint.latencies[final]
+    assert acc[final].mean() >= 71.63 - 5.0, acc[final]
