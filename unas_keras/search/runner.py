@@ -14,14 +14,33 @@ The output folder holds
 
 import dataclasses
 import datetime
+import inspect
 import os
 import random
 import shutil
 import tempfile
+import textwrap
 import time
 
+import keras
+import tensorflow as tf
+
+import unas_keras
 from unas_keras import _compat
+from unas_keras import latency as latency_lib
 from unas_keras.config import SearchConfig, config_differences
+from unas_keras.data import search_data
+from unas_keras.data import sources
+from unas_keras.networks import build_supernet
+from unas_keras.search import callbacks as callbacks_lib
+from unas_keras.search import checkpoint as checkpoint_lib
+from unas_keras.search import distributed
+from unas_keras.search import objectives
+from unas_keras.search import pictures
+from unas_keras.search import schedules
+from unas_keras.search.search_model import SearchModel
+from unas_keras.space import Architecture
+from unas_keras.space import registry
 
 _OUTPUT_FILES = ("architecture.json", "distribution.json", "history.json", "run.json")
 _KNOWN_ENTRIES = set(_OUTPUT_FILES) | {"checkpoints", "logs", "probabilities_history.json", "probabilities.png",
@@ -57,10 +76,7 @@ class SearchResult:
 
 
 def _versions():
-    import keras
-    import tensorflow as tf
 
-    import unas_keras
 
     version = getattr(unas_keras, "__version__", None)
     if version is None:
@@ -91,7 +107,6 @@ def _inspect_output_dir(output_dir, cfg):
     Raises:
         ValueError: the folder belongs to something else, or to a run with a different configuration.
     """
-    from unas_keras.search import checkpoint as checkpoint_lib
 
     if not os.path.exists(output_dir):
         return None, False
@@ -121,9 +136,6 @@ def _inspect_output_dir(output_dir, cfg):
 
 
 def _load_finished(output_dir, cfg, verbose):
-    from unas_keras.search import checkpoint as checkpoint_lib
-    from unas_keras.space import Architecture
-
     arch = Architecture.load(os.path.join(output_dir, "architecture.json"))
     history = checkpoint_lib.read_json(os.path.join(output_dir, "history.json"))
     distribution = checkpoint_lib.read_json(os.path.join(output_dir, "distribution.json"))
@@ -136,9 +148,7 @@ def _load_finished(output_dir, cfg, verbose):
 
 
 def _resolve_strategy(strategy):
-    import tensorflow as tf
 
-    from unas_keras.search import distributed
 
     if strategy is None:
         return tf.distribute.get_strategy()
@@ -150,25 +160,10 @@ def _resolve_strategy(strategy):
     return strategy
 
 
-def _make_latency_model(cfg, source, search_space, input_shape, num_classes, cache_dir, verbose):
-    """The latency model of a search: the given source (a device table's surrogate is fitted for
-    `search_space`), else the default of the space (a TFLite CPU per-block lookup table)."""
-    from unas_keras import latency
-
-    if isinstance(source, latency.DeviceTable):
-        return source.latency_model(search_space)
-    if source is not None:
-        return source
-    return latency.LatencyModel.for_space(
-        cfg.space, input_shape=tuple(input_shape), num_classes=num_classes, cache_dir=cache_dir,
-        progress=bool(verbose), **cfg.supernet_options())
-
-
 def _latency_summary(cfg, latency, model, architecture, ramp_steps):
     """The run's final latency figures (see `SearchResult.latency`), or None without a latency model."""
     if latency is None:
         return None
-    from unas_keras.search import objectives
 
     argmax_ms = float(latency.predict_ms(architecture))
     probabilities = {k: v[None] for k, v in model.distribution.probabilities().items()}
@@ -181,7 +176,6 @@ def _latency_summary(cfg, latency, model, architecture, ramp_steps):
 
 def _log_callback(log_dir):
     """TensorBoard event files when the `tensorboard` package is installed, else a CSV of epoch logs."""
-    import keras
 
     try:
         import tensorboard  # noqa: F401  (tf.summary needs it)
@@ -264,10 +258,7 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
 
-    import keras
-    import tensorflow as tf
 
-    from unas_keras.search import distributed
 
     strategy = _resolve_strategy(strategy)
     multi_worker, is_chief, _, task_id = distributed.cluster_info(strategy)
@@ -316,7 +307,6 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
 
 def _uses_gpu(strategy):
     """Whether the strategy's replicas run on GPUs (its devices, else the machine's visible GPUs)."""
-    import tensorflow as tf
 
     try:
         devices = list(strategy.extended.worker_devices)
@@ -331,19 +321,12 @@ def _uses_gpu(strategy):
 
 def _dataset_arrays(dataset):
     """A `tf.data.Dataset` read into (x, y) arrays (see `sources.tf_data_arrays`); anything else unchanged."""
-    import sys
-
-    tf = sys.modules.get("tensorflow")  # a tf.data.Dataset can only exist once TensorFlow is imported
-    if tf is None or not isinstance(dataset, tf.data.Dataset):
+    if not isinstance(dataset, tf.data.Dataset):
         return dataset
-    from unas_keras.data import sources
-
     return sources.tf_data_arrays(dataset)
 
 
 def _check_callbacks(callbacks):
-    import keras
-
     callbacks = list(callbacks or [])
     for callback in callbacks:
         if not isinstance(callback, keras.callbacks.Callback):
@@ -388,10 +371,6 @@ class _Resume:
 
 def _run(process, user_callbacks, latency_source):
     """Runs (or resumes) the search of a configuration and writes its results."""
-    from unas_keras.networks import build_supernet
-    from unas_keras.search import callbacks as callbacks_lib
-    from unas_keras.search import checkpoint as checkpoint_lib
-    from unas_keras.search import schedules
 
     cfg = process.cfg
     # Data first: a dataset that cannot be loaded fails before anything is written.
@@ -432,7 +411,6 @@ def _run(process, user_callbacks, latency_source):
 
 def _search_data(cfg, dataset, seed, start_epoch):
     """The search's `unas_keras.data.SearchData` from epoch `start_epoch` on."""
-    from unas_keras.data import search_data
 
     return search_data(dataset, image_size=cfg.resolution, batch_size=cfg.batch_size,
                        val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, start_epoch=start_epoch,
@@ -441,7 +419,6 @@ def _search_data(cfg, dataset, seed, start_epoch):
 
 def _run_description(process, probe, steps, data_steps, ramp_steps):
     """run.json while the search runs: configuration, seed, versions, data and learning rates."""
-    from unas_keras.search import distributed
 
     cfg = process.cfg
     run_info = {
@@ -468,7 +445,6 @@ def _run_description(process, probe, steps, data_steps, ramp_steps):
 def _latency_model(process, source, search_space, probe, run_info):
     """The latency model of a search (None without one): the given source (a device table's surrogate is
     fitted for the space), else the space's default (a TFLite CPU per-block lookup table)."""
-    from unas_keras import latency as latency_lib
 
     cfg = process.cfg
     if cfg.latency is None:
@@ -492,7 +468,6 @@ def _latency_model(process, source, search_space, probe, run_info):
 
 def _search_model(cfg, supernet, steps, ramp_steps, seed, latency):
     """The `SearchModel` of a configuration (not compiled)."""
-    from unas_keras.search.search_model import SearchModel
 
     kwargs = dict(
         estimator=cfg.estimator, objective=cfg.objective, gen_gap_lambda=cfg.gen_gap_lambda,
@@ -507,7 +482,6 @@ def _search_model(cfg, supernet, steps, ramp_steps, seed, latency):
 
 def _restore(process, checkpointer, history, model):
     """Restores the newest checkpoint, if any; returns where the run continues."""
-    from unas_keras.search import checkpoint as checkpoint_lib
 
     state = checkpointer.restore()
     if state is None:
@@ -523,8 +497,6 @@ def _restore(process, checkpointer, history, model):
 def _callbacks(process, model, latency, history, checkpointer, steps, resume, user_callbacks):
     """The search's callbacks and the user's, in order (the latency report adds to the epoch logs that the
     others read; the user's see the search's logs)."""
-    from unas_keras.search import callbacks as callbacks_lib
-    from unas_keras.search import pictures
 
     cfg = process.cfg
     out = [callbacks_lib.LatencyReport(latency, cfg.target_latency_ms)] if latency is not None else []
@@ -552,7 +524,6 @@ def _callbacks(process, model, latency, history, checkpointer, steps, resume, us
 
 def _fit(process, model, steps, data_steps, callbacks, resume):
     """Trains from the resume point to the last epoch: `model.fit`, or the custom distributed loop."""
-    from unas_keras.search import distributed
 
     cfg = process.cfg
     progbar = process.verbose == 1 and process.is_chief
@@ -581,7 +552,6 @@ def _fit(process, model, steps, data_steps, callbacks, resume):
 
 def _finish(process, model, latency, history, ramp_steps, run_info):
     """The `SearchResult`; the chief writes the result files and the finished run.json."""
-    from unas_keras.search import checkpoint as checkpoint_lib
 
     cfg, output_dir = process.cfg, process.output_dir
     architecture = model.derive_architecture()
@@ -611,10 +581,6 @@ def _finish(process, model, latency, history, ramp_steps, run_info):
 
 def _document_search():
     """Completes `search`'s docstring and signature from the `SearchConfig` fields (written once there)."""
-    import inspect
-    import textwrap
-
-    from unas_keras.space import registry
 
     run_args = ("output_dir", "strategy", "verbose", "latency", "callbacks", "deterministic", "use_custom_loop")
     signature = inspect.signature(search)
