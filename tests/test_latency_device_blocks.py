@@ -59,23 +59,29 @@ def test_round_trip_equals_build_lookup_table_within_noise(exported, tmp_path):
     manifest_path, folder = exported
     manifest = json.load(open(manifest_path))
     names = list(manifest["blocks"].values()) + [manifest["overhead_model"]]
-    rows = ["model,ms"] + [f"{name},{lat.measure_tflite_stats(os.path.join(folder, name), runs=40)['min_ms']!r}"
-                           for name in names]
+    timed = {name: lat.measure_tflite_stats(os.path.join(folder, name), runs=40)["min_ms"] for name in names}
     results = tmp_path / "timings.csv"
-    results.write_text("\n".join(rows) + "\n")
+    results.write_text("\n".join(["model,ms"] + [f"{name},{ms!r}" for name, ms in timed.items()]) + "\n")
     device = lat.LookupTable.from_device_results(manifest_path, results, device="this-cpu", threads=1)
+    assert device.metadata["device"] == "this-cpu" and device.metadata["timed_with"] == "csv"
+    # The import is exact: every entry is the timing of its own file.
+    assert device.entries == {key: timed[name] for key, name in manifest["blocks"].items()}
+    assert device.invoke_overhead_ms == timed[manifest["overhead_model"]]
+
     here = lat.build_lookup_table("proxyless", input_shape=SHAPE, num_classes=10, backbone=TINY, runs=40,
                                   progress=False, statistic="min")
     assert set(device.entries) == set(here.entries)
-    assert device.metadata["device"] == "this-cpu" and device.metadata["timed_with"] == "csv"
+    # Same models timed twice on a CPU that other work may share. Each raw entry is a min of 40 runs of
+    # about 10-30 us, so compare the raw entries (not predictions, which subtract the invocation overhead
+    # once per block and so magnify a microsecond of noise many times): typical agreement within a third,
+    # none off by more than a factor of three.
+    keys = sorted(device.entries)
+    ratio = np.array([device.entries[k] / here.entries[k] for k in keys])
+    assert abs(np.log(np.median(ratio))) < np.log(1.35), ratio
+    assert np.all(np.abs(np.log(ratio)) < np.log(3.0)), ratio
+    # The device table is a full LookupTable: it saves, loads and drives a LatencyModel.
     space = ProxylessSearchSpace(TINY)
     archs = [space.sample(s) for s in range(8)]
-    a = np.array([device.predict(x) for x in archs])
-    b = np.array([here.predict(x) for x in archs])
-    # Same models, timed twice on a shared CPU: totals agree within timing noise.
-    np.testing.assert_allclose(a, b, rtol=0.5)
-    assert abs(np.median(a / b) - 1.0) < 0.25
-    # The device table is a full LookupTable: it saves, loads and drives a LatencyModel.
     device.save(tmp_path / "device_lut.json")
     again = lat.LookupTable.load(tmp_path / "device_lut.json")
     assert again.predict(archs[0]) == pytest.approx(device.predict(archs[0]))
