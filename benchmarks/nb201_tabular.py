@@ -40,6 +40,14 @@ under the sharpened policy `softmax(k * logits)` (`--unas_sharpness` k), a diffe
 latency of the policy's argmax (`--unas_latency_gradient=sampled`: the hinge on the queried samples, the
 device's linear surrogate at the relaxed sample in the control variate; `--unas_penalty=linear` and
 `--unas_dual_lr` give a Lagrangian term and dual ascent on the argmax's latency, measured and not kept).
+Once the budget is spent, UNAS takes `--unas_final_steps` zero-query steps (a separate Adam,
+`--unas_final_lr`): no accuracy look-up is left, so of its estimator only the control variate g remains,
+refitted on every queried (z, L) pair, and the policy descends `E_p[g] + w_u * E_p[hinge]` exactly under
+`p = softmax(--unas_final_sharpness * logits)` (g is multilinear in the one-hot edges, so `E_p[g]` is g at
+the edge probabilities; the hinge sums over the free device table). This trades accuracy for latency edge
+by edge from where the search ended, instead of leaving the argmax wherever the ramped hinge pushed it.
+(`--unas_surrogate_weight` adds the same `E_p[g]` during the search, under the sharpened policy and with the
+hinge's ramp: measured and not kept.)
 The answer of REINFORCE and UNAS is their final policy's argmax (`--final_rule=feasible_argmax`: its most
 probable cell that meets the target; `--final_queries=K`: the last K queries of the budget go to the K
 most probable such cells, the best answers). Random search answers its best feasible query. The last line is
@@ -821,7 +829,14 @@ def _unas_loss_text(config):
     how = (f"latency term: exact expectation over the device table under softmax({config['sharpness']} * "
            "logits)" if config["latency_gradient"] == "exact" else
            "latency term: sampled, its control variate the device's linear surrogate at the relaxed sample")
-    return f"accuracy: (100 - accuracy) / 100, sampled, ridge control variate; + {weight} * {term}; {how}"
+    text = f"accuracy: (100 - accuracy) / 100, sampled, ridge control variate; + {weight} * {term}; {how}"
+    if config.get("surrogate_weight"):
+        text += (f"; + {config['surrogate_weight']} (ramped) * E[g] under the same sharpened policy")
+    if config.get("final_steps"):
+        text += (f"; then {config['final_steps']} zero-query Adam steps (lr {config['final_lr']}) on E[g] + "
+                 f"{config['latency_weight']} * E[{term}] under softmax({config['final_sharpness']} * logits), "
+                 "g refitted on all queries")
+    return text
 
 
 def main_constrained(table, seeds, base):
@@ -889,10 +904,17 @@ def main(argv):
                  "ridge_lambda": FLAGS.ridge_lambda, "pairwise": FLAGS.pairwise, "refit_every": FLAGS.refit_every},
     }
     if FLAGS.latency_table:
+        final_steps = FLAGS.unas_final_steps
+        if final_steps < 0 or not FLAGS.unas_final_lr > 0 or not FLAGS.unas_final_sharpness > 0:
+            raise cli.UsageError("--unas_final_steps must be >= 0, --unas_final_lr and --unas_final_sharpness > 0.")
+        if FLAGS.unas_latency_gradient != "exact":
+            if FLAGS["unas_final_steps"].present and final_steps:
+                raise cli.UsageError("--unas_final_steps needs --unas_latency_gradient=exact.")
+            final_steps = 0  # the zero-query phase is part of the exact latency term's method
         base["unas"].update(latency_weight=FLAGS.unas_latency_weight, latency_gradient=FLAGS.unas_latency_gradient,
                             sharpness=FLAGS.unas_sharpness, margin=FLAGS.unas_margin, penalty=FLAGS.unas_penalty,
                             dual_lr=FLAGS.unas_dual_lr, surrogate_weight=FLAGS.unas_surrogate_weight,
-                            final_steps=FLAGS.unas_final_steps, final_lr=FLAGS.unas_final_lr,
+                            final_steps=final_steps, final_lr=FLAGS.unas_final_lr,
                             final_sharpness=FLAGS.unas_final_sharpness)
     for method, config in base.items():
         if FLAGS.budget % config["samples"]:
