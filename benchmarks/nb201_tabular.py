@@ -40,6 +40,14 @@ under the sharpened policy `softmax(k * logits)` (`--unas_sharpness` k), a diffe
 latency of the policy's argmax (`--unas_latency_gradient=sampled`: the hinge on the queried samples, the
 device's linear surrogate at the relaxed sample in the control variate; `--unas_penalty=linear` and
 `--unas_dual_lr` give a Lagrangian term and dual ascent on the argmax's latency, measured and not kept).
+Once the budget is spent, UNAS takes `--unas_final_steps` zero-query steps (a separate Adam,
+`--unas_final_lr`): no accuracy look-up is left, so of its estimator only the control variate g remains,
+refitted on every queried (z, L) pair, and the policy descends `E_p[g] + w_u * E_p[hinge]` exactly under
+`p = softmax(--unas_final_sharpness * logits)` (g is multilinear in the one-hot edges, so `E_p[g]` is g at
+the edge probabilities; the hinge sums over the free device table). This trades accuracy for latency edge
+by edge from where the search ended, instead of leaving the argmax wherever the ramped hinge pushed it.
+(`--unas_surrogate_weight` adds the same `E_p[g]` during the search, under the sharpened policy and with the
+hinge's ramp: measured and not kept.)
 The answer of REINFORCE and UNAS is their final policy's argmax (`--final_rule=feasible_argmax`: its most
 probable cell that meets the target; `--final_queries=K`: the last K queries of the budget go to the K
 most probable such cells, the best answers). Random search answers its best feasible query. The last line is
@@ -138,6 +146,17 @@ def _define_flags():
                       "Lagrangian term latency / bound - 1.")
     flags.DEFINE_float("unas_dual_lr", UNAS_CONSTRAINED["dual_lr"], "UNAS: dual-ascent step of an extra multiplier driven by the policy "
                        "argmax's latency (0: off, a fixed ramped weight only).")
+    flags.DEFINE_float("unas_surrogate_weight", UNAS_CONSTRAINED["surrogate_weight"], "UNAS, exact latency "
+                       "gradient: weight of the exact expectation of the ridge control variate g under the same "
+                       "sharpened policy, added next to the latency term with its ramp (0: off; measured, not kept).")
+    flags.DEFINE_integer("unas_final_steps", UNAS_CONSTRAINED["final_steps"], "UNAS, exact latency gradient: "
+                         "zero-query steps after the budget is spent, descending E_p[g] + the latency term exactly "
+                         "(g: the control variate fitted on all queries; p: softmax(--unas_final_sharpness * "
+                         "logits)); 0: off.")
+    flags.DEFINE_float("unas_final_lr", UNAS_CONSTRAINED["final_lr"], "UNAS: Adam learning rate of the "
+                       "zero-query steps.")
+    flags.DEFINE_float("unas_final_sharpness", UNAS_CONSTRAINED["final_sharpness"], "UNAS: sharpness of the "
+                       "policy in the zero-query steps (1: the policy itself).")
     flags.DEFINE_float("latency_ramp", 0.7, "Share of the steps over which the hinge weight ramps up from 0.")
     flags.DEFINE_enum("final_rule", "argmax", list(FINAL_RULES), "Final architecture of the gradient "
                       "methods: the policy's argmax, or its most probable cell meeting the target.")
@@ -235,7 +254,8 @@ LATENCY_GRADIENTS = ("sampled", "exact")
 #: with tuning seeds 100000-100039 (README, "Benchmarks").
 CONSTRAINED_LR = 0.6
 UNAS_CONSTRAINED = {"latency_weight": 0.5, "latency_gradient": "exact", "sharpness": 3.0, "margin": 0.03,
-                    "penalty": "hinge", "dual_lr": 0.0}
+                    "penalty": "hinge", "dual_lr": 0.0, "surrogate_weight": 0.0, "final_steps": 300,
+                    "final_lr": 0.1, "final_sharpness": 1.0}
 
 
 class LatencyConstraint:
@@ -407,7 +427,8 @@ class GradientSearch:
 
     def __init__(self, method, accuracies, seeds, budget, lr, samples, baseline_decay=0.9, temperature=0.4,
                  ridge_lambda=1.0, pairwise=True, refit_every=1, constraint=None, penalty="hinge", dual_lr=0.0,
-                 margin=0.0, latency_gradient="sampled", sharpness=1.0, latency_weight=None):
+                 margin=0.0, latency_gradient="sampled", sharpness=1.0, latency_weight=None, surrogate_weight=0.0,
+                 surrogate_ramp=True, final_steps=0, final_lr=0.1, final_sharpness=1.0):
         import keras
         import tensorflow as tf
 
@@ -443,6 +464,12 @@ class GradientSearch:
         self.latency_weight = None if constraint is None else (
             constraint.weight if latency_weight is None else float(latency_weight))
         self.multiplier_history = []
+        self.surrogate_weight = float(surrogate_weight)
+        self.surrogate_ramp = bool(surrogate_ramp)
+        self.final_steps = int(final_steps)
+        self.final_sharpness = float(final_sharpness)
+        if self.final_steps and (method != "unas" or constraint is None or latency_gradient != "exact"):
+            raise ValueError("final_steps needs the UNAS method with a constraint and the exact latency gradient.")
         if constraint is not None:
             self.latency = tf.constant(constraint.latencies, dtype=tf.float32)
             self.lat_bias = tf.constant(constraint.surrogate_bias, dtype=tf.float32)
@@ -465,6 +492,10 @@ class GradientSearch:
         self.pair_a = tf.constant([a for a, _ in PAIRS])
         self.pair_b = tf.constant([b for _, b in PAIRS])
         self._step = tf.function(self._step_fn)
+        if self.final_steps:
+            self.final_optimizer = keras.optimizers.Adam(learning_rate=final_lr)
+            self.final_optimizer.build([self.logits])
+            self._final_step = tf.function(self._final_step_fn)
 
     def _control_variate(self, x, bias, w1, w2):
         tf = self.tf
@@ -474,7 +505,7 @@ class GradientSearch:
         pair = tf.einsum("mpi,pij,mpj->m", xa, w2, xb)
         return bias + linear + pair
 
-    def _step_fn(self, step, has_model, bias, w1, w2, multipliers):
+    def _step_fn(self, step, has_model, bias, w1, w2, multipliers, surrogate_scale):
         """One step for every seed; returns queried indices and losses [S, M]."""
         tf = self.tf
         from unas_keras.estimators import next_baseline
@@ -495,6 +526,12 @@ class GradientSearch:
                     log_p = tf.reshape(tf.nn.log_softmax(self.sharpness * self.logits[s], axis=-1), [-1])
                     p_cells = tf.exp(tf.reduce_sum(tf.gather(log_p, self.cell_positions), axis=-1))
                     total += multipliers[s] * tf.reduce_sum(p_cells * self.cell_penalty)
+                    if self.method == "unas" and self.surrogate_weight > 0:
+                        # g is multilinear in the one-hot edges, so under a factorised policy its expectation
+                        # is g at the policy's probabilities: the accuracy side of the same sharpened trade.
+                        sharp = tf.nn.softmax(self.sharpness * self.logits[s], axis=-1)[None]
+                        expected_g = self._control_variate(sharp, bias[s], w1[s], w2[s])[0]
+                        total += tf.where(has_model[s], surrogate_scale * expected_g, 0.0)
                 elif self.constraint is not None:
                     loss = loss + self.constraint.penalty(tf.gather(self.latency, idx), self.penalty,
                                                           multipliers[s], tf, self.margin)
@@ -517,6 +554,24 @@ class GradientSearch:
         if new_baselines:
             self.baseline.assign(tf.stack(new_baselines))
         return tf.stack(all_idx), tf.stack(all_loss)
+
+    def _final_step_fn(self, bias, w1, w2, multipliers):
+        """One zero-query step for every seed: Adam on E_p[g] + multiplier * E_p[latency term], both exact
+        under `p = softmax(final_sharpness * logits)` (g is multilinear in the one-hot edges, so E_p[g] is g
+        at p; the latency term sums over all cells of the free device table)."""
+        tf = self.tf
+        with tf.GradientTape() as tape:
+            scaled = self.final_sharpness * self.logits
+            probs = tf.nn.softmax(scaled, axis=-1)
+            expected_g = (bias + tf.reduce_sum(probs * w1, axis=[1, 2])
+                          + tf.einsum("spi,spij,spj->s", tf.gather(probs, self.pair_a, axis=1), w2,
+                                      tf.gather(probs, self.pair_b, axis=1)))
+            log_p = tf.reshape(tf.nn.log_softmax(scaled, axis=-1), [len(self.seeds), -1])
+            p_cells = tf.exp(tf.reduce_sum(tf.gather(log_p, self.cell_positions, axis=1), axis=-1))
+            expected_latency = tf.reduce_sum(p_cells * self.cell_penalty, axis=-1)
+            total = tf.reduce_sum(expected_g + multipliers * expected_latency)
+        grads = tape.gradient(total, [self.logits])
+        self.final_optimizer.apply(grads, [self.logits])
 
     def _dual_step(self, dual):
         """Dual ascent on the extra latency multiplier of each seed: it grows while the policy's argmax
@@ -542,8 +597,12 @@ class GradientSearch:
             if self.constraint is not None:
                 multipliers += self.latency_weight * self.constraint.ramp_scale(step, self.steps)
             self.multiplier_history.append(multipliers.copy())
+            surrogate_scale = self.surrogate_weight
+            if self.constraint is not None and self.surrogate_ramp:
+                surrogate_scale *= self.constraint.ramp_scale(step, self.steps)
             idx, loss = self._step(tf.constant(step, tf.int32), tf.constant(has_model), tf.constant(bias),
-                                   tf.constant(w1), tf.constant(w2), tf.constant(multipliers, tf.float32))
+                                   tf.constant(w1), tf.constant(w2), tf.constant(multipliers, tf.float32),
+                                   tf.constant(surrogate_scale, tf.float32))
             if self.constraint is not None and self.dual_lr > 0:
                 dual = self._dual_step(dual)
             idx = idx.numpy()
@@ -554,6 +613,15 @@ class GradientSearch:
                     b, a1, a2 = stats.solve(self.ridge_lambda)
                     bias, w1, w2 = b.astype("float32"), a1.astype("float32"), a2.astype("float32")
                     has_model[:] = True
+        if self.final_steps:
+            # The budget is spent: no accuracy look-up is left, so of UNAS's estimator only its control
+            # variate g (fitted on every queried pair) remains; the latency table is free.
+            if (self.steps % self.refit_every) or not has_model.all():
+                b, a1, a2 = stats.solve(self.ridge_lambda)
+                bias, w1, w2 = b.astype("float32"), a1.astype("float32"), a2.astype("float32")
+            args = [tf.constant(bias), tf.constant(w1), tf.constant(w2), tf.constant(multipliers, tf.float32)]
+            for _ in range(self.final_steps):
+                self._final_step(*args)
         queried = np.concatenate(history_idx, axis=1)
         self.queried = queried
         best = self.accuracies[queried].max(axis=1)
@@ -635,7 +703,8 @@ def _method_config(method, options):
         keys = ("lr", "samples", "baseline_decay")
     else:
         keys = ("lr", "samples", "temperature", "ridge_lambda", "pairwise", "refit_every", "latency_weight",
-                "latency_gradient", "sharpness", "margin", "penalty", "dual_lr")
+                "latency_gradient", "sharpness", "margin", "penalty", "dual_lr", "surrogate_weight", "final_steps",
+                "final_lr", "final_sharpness")
     return {k: options[k] for k in keys if k in options}
 
 
@@ -760,7 +829,14 @@ def _unas_loss_text(config):
     how = (f"latency term: exact expectation over the device table under softmax({config['sharpness']} * "
            "logits)" if config["latency_gradient"] == "exact" else
            "latency term: sampled, its control variate the device's linear surrogate at the relaxed sample")
-    return f"accuracy: (100 - accuracy) / 100, sampled, ridge control variate; + {weight} * {term}; {how}"
+    text = f"accuracy: (100 - accuracy) / 100, sampled, ridge control variate; + {weight} * {term}; {how}"
+    if config.get("surrogate_weight"):
+        text += (f"; + {config['surrogate_weight']} (ramped) * E[g] under the same sharpened policy")
+    if config.get("final_steps"):
+        text += (f"; then {config['final_steps']} zero-query Adam steps (lr {config['final_lr']}) on E[g] + "
+                 f"{config['latency_weight']} * E[{term}] under softmax({config['final_sharpness']} * logits), "
+                 "g refitted on all queries")
+    return text
 
 
 def main_constrained(table, seeds, base):
@@ -828,9 +904,18 @@ def main(argv):
                  "ridge_lambda": FLAGS.ridge_lambda, "pairwise": FLAGS.pairwise, "refit_every": FLAGS.refit_every},
     }
     if FLAGS.latency_table:
+        final_steps = FLAGS.unas_final_steps
+        if final_steps < 0 or not FLAGS.unas_final_lr > 0 or not FLAGS.unas_final_sharpness > 0:
+            raise cli.UsageError("--unas_final_steps must be >= 0, --unas_final_lr and --unas_final_sharpness > 0.")
+        if FLAGS.unas_latency_gradient != "exact":
+            if FLAGS["unas_final_steps"].present and final_steps:
+                raise cli.UsageError("--unas_final_steps needs --unas_latency_gradient=exact.")
+            final_steps = 0  # the zero-query phase is part of the exact latency term's method
         base["unas"].update(latency_weight=FLAGS.unas_latency_weight, latency_gradient=FLAGS.unas_latency_gradient,
                             sharpness=FLAGS.unas_sharpness, margin=FLAGS.unas_margin, penalty=FLAGS.unas_penalty,
-                            dual_lr=FLAGS.unas_dual_lr)
+                            dual_lr=FLAGS.unas_dual_lr, surrogate_weight=FLAGS.unas_surrogate_weight,
+                            final_steps=final_steps, final_lr=FLAGS.unas_final_lr,
+                            final_sharpness=FLAGS.unas_final_sharpness)
     for method, config in base.items():
         if FLAGS.budget % config["samples"]:
             raise cli.UsageError(f"--budget ({FLAGS.budget}) must be a multiple of --{method}_samples "

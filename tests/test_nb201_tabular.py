@@ -380,13 +380,87 @@ def test_constrained_unas_argmax_is_feasible_on_a_synthetic_table():
 @pytest.mark.skipif(not os.path.isfile(REAL_LATENCY), reason=f"device latency table absent at {REAL_LATENCY}")
 def test_constrained_unas_argmax_on_the_shipped_raspi4_table():
     """The issue's setting (CIFAR-100, raspi4_ms, target at the median, 300 queries) on 12 seeds outside
-    the tuning (100000-100039) and reported (0-29) ones: the final argmax meets the target in at least 10 of
-    12 seeds (measured: 12; the previous sampled hinge at weight 0.1: 2) and its mean accuracy is within 5
-    points of the constrained optimum 71.63 (measured: 67.72)."""
+    the tuning (100000-100039) and reported (0-29) ones: the final argmax meets the target in at least 11 of
+    12 seeds (measured: 12; without the zero-query final phase: 12; the sampled hinge at weight 0.1: 2) and
+    its mean accuracy is within 4.5 points of the constrained optimum 71.63 (measured: 68.12; without the
+    final phase: 67.27). The benchmark's defaults, ridge lambda 10 included."""
     bench = _load_benchmark()
     acc = np.asarray(nb201_table.load_nb201_table(REAL_TABLE).accuracy_array("cifar100"), dtype=np.float64)
     constraint, _ = bench.load_constraint(REAL_LATENCY, "raspi4_ms", None, 0.1, "argmax", 0.7)
-    config = dict(lr=bench.CONSTRAINED_LR, samples=10, **bench.UNAS_CONSTRAINED)
+    config = dict(lr=bench.CONSTRAINED_LR, samples=10, ridge_lambda=10.0, **bench.UNAS_CONSTRAINED)
     final, _, _ = bench.run_constrained_method("unas", acc, constraint, 300, list(range(200000, 200012)), config)
-    assert constraint.feasible[final].sum() >= 10, constraint.latencies[final]
-    assert acc[final].mean() >= 71.63 - 5.0, acc[final]
+    assert constraint.feasible[final].sum() >= 11, constraint.latencies[final]
+    assert acc[final].mean() >= 71.63 - 4.5, acc[final]
+
+
+def _enumerated_final_objective(bench, constraint, logits, queried, acc, weight, margin, sharpness=1.0):
+    """E_p[g] + weight * E_p[hinge] by enumerating all cells, p = softmax(sharpness * logits) `[6, 5]`, g the
+    ridge fit on the queried cells: the zero-query phase's objective, and its gradient (float64)."""
+    import tensorflow as tf
+
+    bias, w1, w2 = bench.fit_ridge(queried, (100.0 - acc[queried]) / 100.0, 10.0, True)
+    features = bench._features(np.arange(5 ** 6), True)
+    g_cells = bias + features @ np.concatenate([w1.ravel(), w2.ravel()])
+    penalty = constraint.penalty(constraint.latencies, "hinge", weight, margin=margin)
+    onehot = np.eye(5)[constraint._choices]
+    variable = tf.Variable(np.asarray(logits, "float64"))
+    with tf.GradientTape() as tape:
+        p_cells = tf.exp(tf.einsum("nec,ec->n", onehot, tf.nn.log_softmax(sharpness * variable, axis=-1)))
+        objective = tf.reduce_sum(p_cells * (g_cells + penalty))
+    return float(objective), tape.gradient(objective, variable).numpy()
+
+
+def test_zero_query_final_phase_is_an_adam_step_on_the_exact_objective():
+    """The final phase queries nothing (same queries as without it) and its first step is an Adam step on
+    E_p[g] + w * E_p[hinge], enumerated over every cell with g refitted on the run's queries; more steps
+    lower that objective."""
+    bench = _load_benchmark()
+    acc, constraint = _synthetic_constraint(bench, weight=0.5, ramp=0.7)
+    config = dict(lr=0.6, samples=10, ridge_lambda=10.0, **dict(bench.UNAS_CONSTRAINED, final_steps=0))
+    runs = {}
+    for steps in (0, 1, 40):
+        search = bench.GradientSearch("unas", acc, [5], 40, constraint=constraint,
+                                      **dict(config, final_steps=steps))
+        search.run()
+        runs[steps] = (search.logits.numpy()[0].astype("float64"), search.queried[0])
+    start, queried = runs[0]
+    np.testing.assert_array_equal(runs[1][1], queried)
+    np.testing.assert_array_equal(runs[40][1], queried)
+    before, grad = _enumerated_final_objective(bench, constraint, start, queried, acc, 0.5, 0.03)
+    moved = start - runs[1][0]
+    lr = config["final_lr"]
+    expected_step = lr * grad / (np.abs(grad) + 1e-7 / np.sqrt(1 - 0.999))
+    big = np.abs(grad) > 1e-4
+    assert big.sum() >= 6, np.abs(grad)
+    np.testing.assert_allclose(moved[big], expected_step[big], rtol=5e-2, atol=2e-3)
+    after, _ = _enumerated_final_objective(bench, constraint, runs[40][0], queried, acc, 0.5, 0.03)
+    assert after < before - 1e-4, (before, after)
+
+
+def test_zero_query_final_phase_needs_unas_and_the_exact_latency_term():
+    bench = _load_benchmark()
+    acc, constraint = _synthetic_constraint(bench)
+    with pytest.raises(ValueError, match="final_steps needs"):
+        bench.GradientSearch("reinforce", acc, [0], 20, lr=0.1, samples=10, constraint=constraint, final_steps=5)
+    with pytest.raises(ValueError, match="final_steps needs"):
+        bench.GradientSearch("unas", acc, [0], 20, lr=0.1, samples=10, constraint=constraint,
+                             latency_gradient="sampled", final_steps=5)
+    with pytest.raises(ValueError, match="final_steps needs"):
+        bench.GradientSearch("unas", acc, [0], 20, lr=0.1, samples=10, final_steps=5)
+
+
+def test_zero_query_final_phase_flags(tmp_path):
+    table = _write_synthetic_table(tmp_path / "acc.csv")
+    latency = _write_synthetic_latency(tmp_path / "lat.csv")
+    common = (f"--table={table}", "--dataset=cifar100", "--budget=20", "--seeds=1", f"--latency_table={latency}",
+              "--latency_column=phone_ms")
+    result = _run_benchmark(*common, "--unas_latency_gradient=sampled", "--unas_final_steps=5")
+    assert result.returncode == 2 and "--unas_final_steps needs --unas_latency_gradient=exact" in result.stderr
+    result = _run_benchmark(*common, "--unas_final_lr=0")
+    assert result.returncode == 2 and "--unas_final_lr and --unas_final_sharpness > 0" in result.stderr
+    # The sampled latency term runs without the final phase (its default steps are dropped, not an error).
+    result = _run_benchmark(*common, "--unas_latency_gradient=sampled")
+    assert result.returncode == 0, result.stderr[-2000:]
+    details = json.loads(result.stdout.strip().splitlines()[-2])["details"]
+    assert details["unas"]["config"]["final_steps"] == 0
+    assert "zero-query" not in details["loss"]["unas"]
