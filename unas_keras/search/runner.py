@@ -76,8 +76,6 @@ class SearchResult:
 
 
 def _versions():
-
-
     version = getattr(unas_keras, "__version__", None)
     if version is None:
         try:
@@ -148,8 +146,6 @@ def _load_finished(output_dir, cfg, verbose):
 
 
 def _resolve_strategy(strategy):
-
-
     if strategy is None:
         return tf.distribute.get_strategy()
     if isinstance(strategy, str):
@@ -176,7 +172,6 @@ def _latency_summary(cfg, latency, model, architecture, ramp_steps):
 
 def _log_callback(log_dir):
     """TensorBoard event files when the `tensorboard` package is installed, else a CSV of epoch logs."""
-
     try:
         import tensorboard  # noqa: F401  (tf.summary needs it)
     except ImportError:
@@ -307,7 +302,6 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
 
 def _uses_gpu(strategy):
     """Whether the strategy's replicas run on GPUs (its devices, else the machine's visible GPUs)."""
-
     try:
         devices = list(strategy.extended.worker_devices)
     except (RuntimeError, AttributeError):  # the default strategy: TensorFlow's own placement
@@ -371,7 +365,6 @@ class _Resume:
 
 def _run(process, user_callbacks, latency_source):
     """Runs (or resumes) the search of a configuration and writes its results."""
-
     cfg = process.cfg
     # Data first: a dataset that cannot be loaded fails before anything is written.
     probe = _search_data(cfg, process.dataset, process.seed, start_epoch=0)
@@ -411,7 +404,6 @@ def _run(process, user_callbacks, latency_source):
 
 def _search_data(cfg, dataset, seed, start_epoch):
     """The search's `unas_keras.data.SearchData` from epoch `start_epoch` on."""
-
     return search_data(dataset, image_size=cfg.resolution, batch_size=cfg.batch_size,
                        val_fraction=cfg.val_fraction, seed=seed, augment=cfg.augment, start_epoch=start_epoch,
                        channels=cfg.image_channels, data_dir=cfg.data_dir)
@@ -419,7 +411,6 @@ def _search_data(cfg, dataset, seed, start_epoch):
 
 def _run_description(process, probe, steps, data_steps, ramp_steps):
     """run.json while the search runs: configuration, seed, versions, data and learning rates."""
-
     cfg = process.cfg
     run_info = {
         "status": "running",
@@ -445,7 +436,6 @@ def _run_description(process, probe, steps, data_steps, ramp_steps):
 def _latency_model(process, source, search_space, probe, run_info):
     """The latency model of a search (None without one): the given source (a device table's surrogate is
     fitted for the space), else the space's default (a TFLite CPU per-block lookup table)."""
-
     cfg = process.cfg
     if cfg.latency is None:
         return None
@@ -468,7 +458,6 @@ def _latency_model(process, source, search_space, probe, run_info):
 
 def _search_model(cfg, supernet, steps, ramp_steps, seed, latency):
     """The `SearchModel` of a configuration (not compiled)."""
-
     kwargs = dict(
         estimator=cfg.estimator, objective=cfg.objective, gen_gap_lambda=cfg.gen_gap_lambda,
         temperature=cfg.temperature, soften_eps=cfg.soften_eps, sampling=cfg.sampling,
@@ -482,7 +471,6 @@ def _search_model(cfg, supernet, steps, ramp_steps, seed, latency):
 
 def _restore(process, checkpointer, history, model):
     """Restores the newest checkpoint, if any; returns where the run continues."""
-
     state = checkpointer.restore()
     if state is None:
         return _Resume()
@@ -497,7 +485,6 @@ def _restore(process, checkpointer, history, model):
 def _callbacks(process, model, latency, history, checkpointer, steps, resume, user_callbacks):
     """The search's callbacks and the user's, in order (the latency report adds to the epoch logs that the
     others read; the user's see the search's logs)."""
-
     cfg = process.cfg
     out = [callbacks_lib.LatencyReport(latency, cfg.target_latency_ms)] if latency is not None else []
     out += [
@@ -524,7 +511,6 @@ def _callbacks(process, model, latency, history, checkpointer, steps, resume, us
 
 def _fit(process, model, steps, data_steps, callbacks, resume):
     """Trains from the resume point to the last epoch: `model.fit`, or the custom distributed loop."""
-
     cfg = process.cfg
     progbar = process.verbose == 1 and process.is_chief
 
@@ -552,7 +538,6 @@ def _fit(process, model, steps, data_steps, callbacks, resume):
 
 def _finish(process, model, latency, history, ramp_steps, run_info):
     """The `SearchResult`; the chief writes the result files and the finished run.json."""
-
     cfg, output_dir = process.cfg, process.output_dir
     architecture = model.derive_architecture()
     probabilities = model.arch_probabilities()
@@ -581,7 +566,6 @@ def _finish(process, model, latency, history, ramp_steps, run_info):
 
 def _document_search():
     """Completes `search`'s docstring and signature from the `SearchConfig` fields (written once there)."""
-
     run_args = ("output_dir", "strategy", "verbose", "latency", "callbacks", "deterministic", "use_custom_loop")
     signature = inspect.signature(search)
     params = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
