@@ -505,6 +505,15 @@ class GradientSearch:
         pair = tf.einsum("mpi,pij,mpj->m", xa, w2, xb)
         return bias + linear + pair
 
+    def _expected_penalty(self, scaled_logits):
+        """`E_p[latency term per unit multiplier]` over all cells of the device table, exactly, for
+        `p = softmax(scaled_logits)` (`[..., 6, 5]` -> `[...]`)."""
+        tf = self.tf
+        log_p = tf.nn.log_softmax(scaled_logits, axis=-1)
+        log_p = tf.reshape(log_p, log_p.shape[:-2].as_list() + [-1])
+        p_cells = tf.exp(tf.reduce_sum(tf.gather(log_p, self.cell_positions, axis=-1), axis=-1))
+        return tf.reduce_sum(p_cells * self.cell_penalty, axis=-1)
+
     def _step_fn(self, step, has_model, bias, w1, w2, multipliers, surrogate_scale):
         """One step for every seed; returns queried indices and losses [S, M]."""
         tf = self.tf
@@ -523,9 +532,7 @@ class GradientSearch:
                 exact = self.constraint is not None and self.latency_gradient == "exact"
                 if exact:
                     # The device table is known: E_p[penalty] over all 5**6 cells, exactly, no query.
-                    log_p = tf.reshape(tf.nn.log_softmax(self.sharpness * self.logits[s], axis=-1), [-1])
-                    p_cells = tf.exp(tf.reduce_sum(tf.gather(log_p, self.cell_positions), axis=-1))
-                    total += multipliers[s] * tf.reduce_sum(p_cells * self.cell_penalty)
+                    total += multipliers[s] * self._expected_penalty(self.sharpness * self.logits[s])
                     if self.method == "unas" and self.surrogate_weight > 0:
                         # g is multilinear in the one-hot edges, so under a factorised policy its expectation
                         # is g at the policy's probabilities: the accuracy side of the same sharpened trade.
@@ -563,13 +570,9 @@ class GradientSearch:
         with tf.GradientTape() as tape:
             scaled = self.final_sharpness * self.logits
             probs = tf.nn.softmax(scaled, axis=-1)
-            expected_g = (bias + tf.reduce_sum(probs * w1, axis=[1, 2])
-                          + tf.einsum("spi,spij,spj->s", tf.gather(probs, self.pair_a, axis=1), w2,
-                                      tf.gather(probs, self.pair_b, axis=1)))
-            log_p = tf.reshape(tf.nn.log_softmax(scaled, axis=-1), [len(self.seeds), -1])
-            p_cells = tf.exp(tf.reduce_sum(tf.gather(log_p, self.cell_positions, axis=1), axis=-1))
-            expected_latency = tf.reduce_sum(p_cells * self.cell_penalty, axis=-1)
-            total = tf.reduce_sum(expected_g + multipliers * expected_latency)
+            expected_g = tf.stack([self._control_variate(probs[s:s + 1], bias[s], w1[s], w2[s])[0]
+                                   for s in range(len(self.seeds))])
+            total = tf.reduce_sum(expected_g + multipliers * self._expected_penalty(scaled))
         grads = tape.gradient(total, [self.logits])
         self.final_optimizer.apply(grads, [self.logits])
 
