@@ -649,7 +649,7 @@ class SearchModel(keras.Model):
             logits[p] = self._forward(batches.images(p.batch), weights[p.sample])
         return logits
 
-    def _runs_chosen_blocks_only(self, one_hot):
+    def _skips_unchosen_blocks(self, one_hot):
         """Whether a forward at a one-hot sample runs only the chosen blocks (the supernet says)."""
         return bool(one_hot) and self.supernet.skips_unchosen_blocks
 
@@ -657,7 +657,7 @@ class SearchModel(keras.Model):
         """Supernet logits; `one_hot`: `weights` is a hard sample (the supernet may skip unchosen blocks)."""
         # Eager callers (search_gradients) may pass numpy batches; Keras refuses mixed call arguments.
         return self.supernet((keras.ops.convert_to_tensor(images), weights), training=True,
-                             one_hot=self._runs_chosen_blocks_only(one_hot))
+                             one_hot=self._skips_unchosen_blocks(one_hot))
 
     def _forward_without_gradient(self, passes):
         """Runs forward passes whose gradient is not needed; returns dict key -> logits.
@@ -673,7 +673,7 @@ class SearchModel(keras.Model):
         out = {}
         groups = {}
         for key, images, weights, one_hot in passes:
-            one_hot = self._runs_chosen_blocks_only(one_hot)   # else the flag changes nothing
+            one_hot = self._skips_unchosen_blocks(one_hot)   # else the flag changes nothing
             signature = (one_hot, tuple(images.shape),
                          tuple(tuple(w.shape) for w in tf.nest.flatten(weights)))
             groups.setdefault(signature, []).append((key, images, weights))
