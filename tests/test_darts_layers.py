@@ -210,10 +210,7 @@ def _copy_search_to_derived(search, derived):
     derived.preprocess1.set_weights(search.preprocess1.get_weights())
     for n, node in enumerate(derived.nodes):
         for p, (op_name, inp) in enumerate(node):
-            src = search.edge_op(n, inp, op_name)
-            if src is None:  # "none": no weights on either side
-                continue
-            derived.node_ops[2 * n + p].set_weights(src.get_weights())
+            search.copy_edge_weights(n, inp, op_name, derived.node_ops[2 * n + p])
 
 
 @pytest.mark.parametrize(
@@ -315,5 +312,5 @@ def test_derived_cell_drop_path_and_config():
 
 def test_darts_ops_list_includes_none_and_is_skipped():
     cell = DartsSearchCell(C, "darts")
-    assert cell.edge_op(0, 0, "none") is None
+    assert all(layers[cell.op_names.index("none")] is None for layers in cell.group_ops)
     assert len(cell.op_names) == len(DARTS_OPS)

@@ -55,9 +55,7 @@ def _copy_supernet_to_derived(supernet, derived):
             layer.preprocess1.set_weights(src.preprocess1.get_weights())
             for n, node in enumerate(layer.nodes):
                 for p, (op_name, inp) in enumerate(node):
-                    op = src.edge_op(n, inp, op_name)
-                    if op is not None:
-                        layer.node_ops[2 * n + p].set_weights(op.get_weights())
+                    src.copy_edge_weights(n, inp, op_name, layer.node_ops[2 * n + p])
         else:
             layer.set_weights(src.get_weights())
 

@@ -14,11 +14,13 @@ the two cell inputs have stride 2.
   per-minibatch) edge weights `w` of shape `[N, 14, K]`.
 """
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 from keras import ops
 
-from unas_keras.layers.darts_ops import FactorizedReduce, ReLUConvBN, is_identity, make_op
+from unas_keras.layers.darts_ops import FactorizedReduce, ReLUConvBN, edge_weights, is_identity, make_op
 from unas_keras.layers.drop_path import DropPath
 from unas_keras.space.darts import NUM_NODES, edge_index, num_edges, resolve_ops
 
@@ -136,6 +138,44 @@ class DartsCell(keras.layers.Layer):
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class _EdgeGroup:
+    """Edges of a search cell computed together: every target node reads every source state.
+
+    Attributes:
+        name: prefix of the group's op layers ("inputs", "node0", ...).
+        sources: indices of the states read (0 = s0, 1 = s1, m >= 2 = node m - 2).
+        targets: the nodes written.
+        stride: the edges' stride.
+    """
+
+    name: str
+    sources: tuple
+    targets: tuple
+    stride: int
+
+    @property
+    def edges(self):
+        """`(node, input)` of each edge, target-major: edge `slot` reads channel block `slot`."""
+        return tuple((n, j) for n in self.targets for j in self.sources)
+
+
+def _edge_groups(reduction):
+    """The cell's edges by source: both cell inputs into every node, then each node into the later ones.
+
+    Each group's edges read the same states, so its op layers run once on the group (the states
+    stacked along channels) instead of once per edge.
+    """
+    groups = [_EdgeGroup("inputs", (0, 1), tuple(range(NUM_NODES)), _edge_stride(reduction, 0))]
+    for m in range(NUM_NODES - 1):
+        groups.append(_EdgeGroup(f"node{m}", (m + 2,), tuple(range(m + 1, NUM_NODES)), 1))
+    return tuple(groups)
+
+
+def _has_parameters(op_name, stride):
+    return op_name not in ("none", "max_pool_3x3", "avg_pool_3x3") and not is_identity(op_name, stride)
+
+
 @keras.saving.register_keras_serializable(package="unas_keras")
 class DartsSearchCell(keras.layers.Layer):
     """The factorized input/operation selector cell of the UNAS supernet.
@@ -143,7 +183,16 @@ class DartsSearchCell(keras.layers.Layer):
     Call on `[s0, s1, w]` with `w` of shape `[N, 14, K]` (N = batch size for
     per-example architectures, or 1 for one architecture per minibatch); for
     node n the rows `edge_index(n, 0) .. edge_index(n, 0) + n + 1` hold
-    `i (x) o + i' (x) o'`. `none` ops are never evaluated (they add zeros).
+    `i (x) o + i' (x) o'`. Node n is `sum_j sum_k w[:, e(n, j), k] * op_k(h_j)`
+    with one op instance per (node, input, op) edge, shared by the node's two
+    selector pairs. `none` ops are never evaluated (they add zeros).
+
+    The edges are computed in groups that read the same states (`_edge_groups`:
+    both cell inputs into all four nodes, then each node into the later ones), so
+    the graph holds each op four times per cell, not fourteen: an op layer of a
+    group runs on its g edges' inputs stacked along channels, with the edges'
+    parameters stacked likewise (see `darts_ops`); parameter-free ops run once per
+    distinct state. Use `copy_edge_weights` to read one edge's parameters.
 
     Args:
         channels: channels per node.
@@ -151,7 +200,8 @@ class DartsSearchCell(keras.layers.Layer):
         reduction: whether this is a reduction cell.
         reduction_prev: whether the previous cell reduced.
         skip_threshold: an op whose weight is below this for every example of
-            the batch is not evaluated (and gets no gradient); 0 disables it.
+            the batch contributes nothing (and gets no gradient); the op of a
+            group is not evaluated when that holds for all its edges. 0 disables it.
         affine: whether batch normalizations have scale and offset (False in
             the UNAS search).
         **kwargs: base `Layer` arguments.
@@ -170,21 +220,38 @@ class DartsSearchCell(keras.layers.Layer):
         self.affine = bool(affine)
         self.op_names = resolve_ops(ops)
         self.preprocess0, self.preprocess1 = _make_preprocessing(channels, reduction_prev, affine)
-        # Flat list in (edge, op) order; None for "none" (never evaluated).
-        self.edge_ops = []
-        for n in range(NUM_NODES):
-            for j in range(n + 2):
-                stride = _edge_stride(self.reduction, j)
-                for op_name in self.op_names:
-                    self.edge_ops.append(
-                        None if op_name == "none"
-                        else make_op(op_name, channels, stride, affine, name=f"node{n}_in{j}_{op_name}")
-                    )
+        self.groups = _edge_groups(self.reduction)
+        # Per group, one layer per op: None for "none"; parameter-free ops are shared by the edges.
+        self.group_ops = []
+        for group in self.groups:
+            layers = []
+            for op_name in self.op_names:
+                if op_name == "none":
+                    layers.append(None)
+                elif _has_parameters(op_name, group.stride):
+                    layers.append(make_op(op_name, channels, group.stride, affine, name=f"{group.name}_{op_name}",
+                                          groups=len(group.edges)))
+                else:
+                    layers.append(make_op(op_name, channels, group.stride, affine,
+                                          name=f"{group.name}_{op_name}"))
+            self.group_ops.append(layers)
 
-    def edge_op(self, node, input_index, op_name):
-        """The op layer on edge (`node`, `input_index`) for `op_name` (None for "none")."""
+    def copy_edge_weights(self, node, input_index, op_name, target):
+        """Copies the parameters of edge (`node`, `input_index`)'s `op_name` into a one-edge op layer.
+
+        Args:
+            node: the node, `0 <= node < 4`.
+            input_index: the state it reads (0 = s0, 1 = s1, m >= 2 = node m - 2).
+            op_name: one of this cell's op names.
+            target: a built layer of that op for one edge (e.g. a derived `DartsCell`'s op).
+        """
         k = self.op_names.index(op_name)
-        return self.edge_ops[edge_index(node, input_index) * len(self.op_names) + k]
+        for group, layers in zip(self.groups, self.group_ops):
+            if (node, input_index) in group.edges:
+                if layers[k] is not None and layers[k].weights:
+                    target.set_weights(edge_weights(layers[k], group.edges.index((node, input_index)), target))
+                return
+        raise ValueError(f"The cell has no edge ({node}, {input_index}).")
 
     def build(self, input_shape):
         s0_shape, s1_shape, w_shape = input_shape
@@ -195,50 +262,72 @@ class DartsSearchCell(keras.layers.Layer):
             )
         self.preprocess0.build(s0_shape)
         self.preprocess1.build(s1_shape)
-        state_shape = self.preprocess1.compute_output_shape(s1_shape)
-        for layer in self.edge_ops:
-            if layer is not None:
-                layer.build(state_shape)
+        state_shape = tuple(self.preprocess1.compute_output_shape(s1_shape))
+        for group, layers in zip(self.groups, self.group_ops):
+            for op_name, layer in zip(self.op_names, layers):
+                if _has_parameters(op_name, group.stride):
+                    layer.build(state_shape[:3] + (len(group.edges) * self.channels,))
+                elif layer is not None:
+                    layer.build(state_shape[:3] + (len(group.sources) * self.channels,))
 
-    def _weighted(self, layer, h, weight, stride, training):
-        """`weight * layer(h)`; `weight` is `[N, 1, 1, 1]`."""
-        def evaluate():
-            return weight * layer(h, training=training)
+    def _group_weights(self, w, group):
+        """Per op, the group's edge weights as `[N, 1, 1, targets, sources, 1]`."""
+        rows = [edge_index(n, j) for n, j in group.edges]
+        shape = (-1, 1, 1, len(group.targets), len(group.sources), 1)
+        per_op = ops.transpose(ops.take(w, rows, axis=1), (2, 0, 1))
+        return [ops.reshape(x, shape) for x in ops.unstack(per_op, axis=0)]
 
-        if self.skip_threshold <= 0:
-            return evaluate()
+    def _group_output(self, group, layers, states, w, training):
+        """The group's contributions to its target nodes, `[B, H, W, targets, C]`."""
+        sources = [states[j] for j in group.sources]
+        distinct = sources[0] if len(sources) == 1 else ops.concatenate(sources, axis=-1)
+        # Every target reads every source: channel block `slot` of the stacked input is edge `slot`'s.
+        stacked = distinct if len(group.targets) == 1 else ops.tile(distinct, (1, 1, 1, len(group.targets)))
+        zeros = ops.zeros_like(stacked[:, ::group.stride, ::group.stride, :])
+        edge_shape = (-1,) + tuple(zeros.shape[1:3]) + (len(group.targets), len(group.sources), self.channels)
+        terms = []
+        for op_name, layer, weight in zip(self.op_names, layers, self._group_weights(w, group)):
+            if layer is None:
+                continue
+            per_edge = _has_parameters(op_name, group.stride)
 
-        def skipped():
-            return ops.zeros_like(h[:, ::stride, ::stride, :])
+            def weighted(weight, layer=layer, per_edge=per_edge):
+                # A parameter-free op runs once per source and is broadcast over the targets.
+                y = layer(stacked if per_edge else distinct, training=training)
+                return weight * ops.reshape(y, edge_shape if per_edge else edge_shape[:3] + (1,) + edge_shape[4:])
 
-        return ops.cond(ops.max(weight) >= self.skip_threshold, evaluate, skipped)
+            if self.skip_threshold <= 0:
+                terms.append(weighted(weight))
+            else:
+                terms.append(self._unless_below_threshold(weighted, weight, lambda: ops.reshape(zeros, edge_shape)))
+        if not terms:  # an op list of only "none"
+            return ops.reshape(zeros, edge_shape[:4] + (self.channels,))
+        total = terms[0] if len(terms) == 1 else tf.add_n(terms)
+        return ops.sum(total, axis=4)
+
+    def _unless_below_threshold(self, weighted, weight, zeros):
+        """`weighted(weight)` with the edges below `skip_threshold` for every example zeroed; `zeros()`
+        without evaluating the op when that holds for all the group's edges."""
+        kept = ops.max(weight, axis=0, keepdims=True) >= self.skip_threshold
+        return ops.cond(ops.any(kept), lambda: weighted(ops.where(kept, weight, ops.zeros_like(weight))), zeros)
 
     def call(self, inputs, training=None):
         s0, s1, w = inputs
         w = ops.cast(w, s1.dtype)
-        num_ops = len(self.op_names)
-        # One [N, 1, 1, 1] weight per (edge, op), in `edge_ops` order, from a
-        # single unstack: slicing and reshaping per op would add four graph
-        # nodes per op per pass.
-        weights = ops.unstack(ops.reshape(ops.transpose(w, (1, 2, 0)), (w.shape[1] * w.shape[2], -1, 1, 1, 1)),
-                              axis=0)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-        for n in range(NUM_NODES):
-            terms = []
-            for j in range(n + 2):
-                e = edge_index(n, j)
-                stride = _edge_stride(self.reduction, j)
-                for k in range(num_ops):
-                    layer = self.edge_ops[e * num_ops + k]
-                    if layer is None:
-                        continue
-                    terms.append(self._weighted(layer, states[j], weights[e * num_ops + k], stride, training))
-            if terms:
-                total = terms[0] if len(terms) == 1 else tf.add_n(terms)
-            else:  # an op list of only "none"
-                total = ops.zeros_like(states[1][:, :: 2 if self.reduction else 1,
-                                                 :: 2 if self.reduction else 1, :])
-            states.append(total)
+        contributions = [[] for _ in range(NUM_NODES)]
+        for group, layers in zip(self.groups, self.group_ops):
+            # The group's sources are complete: all edges into them belong to earlier groups.
+            while len(states) < max(group.sources) + 1:
+                n = len(states) - 2
+                parts = contributions[n]
+                states.append(parts[0] if len(parts) == 1 else tf.add_n(parts))
+            outputs = ops.unstack(self._group_output(group, layers, states, w, training), axis=3)
+            for n, out in zip(group.targets, outputs):
+                contributions[n].append(out)
+        while len(states) < NUM_NODES + 2:
+            parts = contributions[len(states) - 2]
+            states.append(parts[0] if len(parts) == 1 else tf.add_n(parts))
         return ops.concatenate(states[2:], axis=-1)
 
     def compute_output_shape(self, input_shape):

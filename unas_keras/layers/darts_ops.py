@@ -10,6 +10,12 @@ momentum 0.9); `affine=False` drops its scale and offset, as in the search
 network.
 
 Use `make_op(name, channels, stride, affine)` to build an operation by name.
+
+The layers with parameters also compute several edges at once (`groups=g`, used by the search cell):
+the g edges' inputs are stacked along channels (`[B, H, W, g * C]`) and so are their outputs. Depthwise
+convolutions and batch normalizations are per channel, so on stacked channels they are the edges' own;
+pointwise convolutions become grouped ones (`GroupedPointwise`). Edge `s` owns channel block `s` of each variable
+(`edge_weights` slices it out), and the maths per edge is that of the one-edge layer.
 The layers are registered for saving as `unas_keras>Darts<ClassName>` (the
 NAS-Bench-201 ops reuse some class names).
 """
@@ -59,6 +65,95 @@ def _build_chain(layers, input_shape):
         layer.build(shape)
         shape = layer.compute_output_shape(shape)
     return shape
+
+
+def _check_groups(groups, *channel_counts):
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}.")
+    for count in channel_counts:
+        if count is not None and count % groups:
+            raise ValueError(f"{count} channels do not split into {groups} groups.")
+    return groups
+
+
+def edge_weights(layer, slot, like):
+    """The weights of edge `slot` of a grouped op layer, in the layout of the one-edge layer `like`.
+
+    Args:
+        layer: a built op layer made with `groups=g` (`make_op(..., groups=g)`).
+        slot: the edge's position in the group, `0 <= slot < g`.
+        like: a built layer of the same class and settings with `groups=1` (e.g. a derived cell's op).
+
+    Returns:
+        A list of arrays for `like.set_weights`: each variable's block `slot` along the one axis on which
+        the grouped and the one-edge shapes differ.
+
+    Raises:
+        ValueError: if the layers do not match.
+    """
+    sources, targets = layer.get_weights(), like.get_weights()
+    if type(layer) is not type(like) or len(sources) != len(targets):
+        raise ValueError(f"{layer.name!r} and {like.name!r} are not the same operation.")
+    out = []
+    for source, target in zip(sources, targets):
+        axes = [a for a, (m, n) in enumerate(zip(source.shape, target.shape)) if m != n]
+        if source.ndim != target.ndim or len(axes) > 1:
+            raise ValueError(f"Weights of shapes {source.shape} and {target.shape} do not match.")
+        if axes:
+            size = target.shape[axes[0]]
+            source = source.take(range(slot * size, (slot + 1) * size), axis=axes[0])
+        if source.shape != target.shape:
+            raise ValueError(f"Weights of shapes {source.shape} and {target.shape} do not match.")
+        out.append(source)
+    return out
+
+
+@keras.saving.register_keras_serializable(package="unas_keras", name="DartsGroupedPointwise")
+class GroupedPointwise(keras.layers.Layer):
+    """A 1x1 convolution without bias in `groups` independent channel groups, as one batched matmul.
+
+    The kernel has the layout of a grouped `keras.layers.Conv2D` (`[1, 1, in / groups, filters]`; output
+    block `s` reads input block `s`). Keras runs grouped convolutions through XLA on CPU (TensorFlow's
+    own CPU kernel supports them only with oneDNN), which was 10x slower here; a matmul batched over the
+    groups is as fast as oneDNN's grouped convolution and runs everywhere.
+
+    Args:
+        filters: output channels of all groups together.
+        groups: number of groups (> 1).
+        **kwargs: base `Layer` arguments.
+    """
+
+    def __init__(self, filters, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.groups = _check_groups(groups, filters)
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        _check_groups(self.groups, in_channels)
+        self.kernel = self.add_weight(name="kernel", shape=(1, 1, in_channels // self.groups, self.filters),
+                                      initializer="glorot_uniform")
+
+    def call(self, inputs):
+        side = tuple(inputs.shape[1:3])
+        g, in_per_group = self.groups, inputs.shape[-1] // self.groups
+        x = ops.transpose(ops.reshape(inputs, (-1, g, in_per_group)), (1, 0, 2))
+        kernel = ops.transpose(ops.reshape(self.kernel, (in_per_group, g, self.filters // g)), (1, 0, 2))
+        y = ops.transpose(ops.matmul(x, ops.cast(kernel, x.dtype)), (1, 0, 2))
+        return ops.reshape(y, (-1,) + side + (self.filters,))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "groups": self.groups}
+
+
+def _pointwise(filters, groups, name):
+    """A bias-free 1x1 convolution (grouped when `groups > 1`)."""
+    if groups == 1:
+        return keras.layers.Conv2D(filters, 1, use_bias=False, name=name)
+    return GroupedPointwise(filters, groups, name=name)
 
 
 def _pad(x, amount, value=0.0):
@@ -192,22 +287,24 @@ class FactorizedReduce(keras.layers.Layer):
     padded at the end; even sides, the DARTS case, are unaffected).
 
     Args:
-        filters: output channels, even.
+        filters: output channels (of all groups together), even per group.
         affine: whether the BN has scale and offset parameters.
+        groups: edges stacked along channels (see the module docstring).
         **kwargs: base `Layer` arguments.
     """
 
-    def __init__(self, filters, affine=True, **kwargs):
+    def __init__(self, filters, affine=True, groups=1, **kwargs):
         super().__init__(**kwargs)
-        if filters % 2:
-            raise ValueError(f"FactorizedReduce needs an even number of filters, got {filters}.")
+        self.groups = _check_groups(groups, filters)
+        if (filters // groups) % 2:
+            raise ValueError(f"FactorizedReduce needs an even number of filters per group, got {filters}.")
         self.filters = filters
         self.affine = affine
         # 1x1 convolutions at stride 2 are computed as subsampling + stride 1: the same
         # result, and it avoids a oneDNN crash (double free) in TensorFlow 2.21's
         # Conv2DBackpropFilter for strided 1x1 convolutions at some shapes.
-        self.conv_1 = keras.layers.Conv2D(filters // 2, 1, use_bias=False, name="conv_1")
-        self.conv_2 = keras.layers.Conv2D(filters // 2, 1, use_bias=False, name="conv_2")
+        self.conv_1 = _pointwise(filters // 2, groups, "conv_1")
+        self.conv_2 = _pointwise(filters // 2, groups, "conv_2")
         self.bn = batch_norm(affine, "bn")
 
     def build(self, input_shape):
@@ -219,16 +316,21 @@ class FactorizedReduce(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = ops.relu(inputs)
         shifted = ops.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
-        y = ops.concatenate(
-            [self.conv_1(x[:, ::2, ::2, :]), self.conv_2(shifted[:, ::2, ::2, :])], axis=-1
-        )
+        halves = [self.conv_1(x[:, ::2, ::2, :]), self.conv_2(shifted[:, ::2, ::2, :])]
+        if self.groups > 1:  # each edge's two halves side by side: [..., g, filters / g]
+            side = tuple(halves[0].shape[1:3])
+            grouped = [ops.reshape(h, (-1,) + side + (self.groups, self.filters // self.groups // 2))
+                       for h in halves]
+            y = ops.reshape(ops.concatenate(grouped, axis=-1), (-1,) + side + (self.filters,))
+        else:
+            y = ops.concatenate(halves, axis=-1)
         return self.bn(y, training=training)
 
     def compute_output_shape(self, input_shape):
         return _reduced_shape(input_shape, 2, self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "affine": self.affine}
+        return {**super().get_config(), "filters": self.filters, "affine": self.affine, "groups": self.groups}
 
 
 @keras.saving.register_keras_serializable(package="unas_keras", name="DartsSepConv")
@@ -242,11 +344,13 @@ class SepConv(keras.layers.Layer):
         kernel_size: 3, 5 or 7 in DARTS (any odd size works).
         stride: 1 or 2.
         affine: whether the BNs have scale and offset parameters.
+        groups: edges stacked along channels (see the module docstring).
         **kwargs: base `Layer` arguments.
     """
 
-    def __init__(self, filters, kernel_size=3, stride=1, affine=True, **kwargs):
+    def __init__(self, filters, kernel_size=3, stride=1, affine=True, groups=1, **kwargs):
         super().__init__(**kwargs)
+        self.groups = _check_groups(groups, filters)
         self.filters = filters
         self.kernel_size = kernel_size
         self.stride = _check_stride(stride)
@@ -258,12 +362,13 @@ class SepConv(keras.layers.Layer):
         )
         self.bn_1 = batch_norm(affine, "bn_1")
         self.dw_2 = keras.layers.DepthwiseConv2D(kernel_size, padding="same", use_bias=False, name="dw_2")
-        self.pw_2 = keras.layers.Conv2D(filters, 1, use_bias=False, name="pw_2")
+        self.pw_2 = _pointwise(filters, groups, "pw_2")
         self.bn_2 = batch_norm(affine, "bn_2")
 
     def build(self, input_shape):
         # The intermediate width is the input width, known only here.
-        self.pw_1 = keras.layers.Conv2D(input_shape[-1], 1, use_bias=False, name="pw_1")
+        _check_groups(self.groups, input_shape[-1])
+        self.pw_1 = _pointwise(input_shape[-1], self.groups, "pw_1")
         shape = input_shape
         if self.stride > 1:
             p2 = 2 * self._padding
@@ -289,6 +394,7 @@ class SepConv(keras.layers.Layer):
             "kernel_size": self.kernel_size,
             "stride": self.stride,
             "affine": self.affine,
+            "groups": self.groups,
         }
 
 
@@ -306,13 +412,15 @@ class DilConv(keras.layers.Layer):
         kernel_size: 3 or 5 in DARTS (any odd size works).
         stride: 1 or 2.
         affine: whether the BN has scale and offset parameters.
+        groups: edges stacked along channels (see the module docstring).
         **kwargs: base `Layer` arguments.
     """
 
     dilation_rate = 2
 
-    def __init__(self, filters, kernel_size=3, stride=1, affine=True, **kwargs):
+    def __init__(self, filters, kernel_size=3, stride=1, affine=True, groups=1, **kwargs):
         super().__init__(**kwargs)
+        self.groups = _check_groups(groups, filters)
         self.filters = filters
         self.kernel_size = kernel_size
         self.stride = _check_stride(stride)
@@ -324,7 +432,7 @@ class DilConv(keras.layers.Layer):
             use_bias=False,
             name="dw",
         )
-        self.pw = keras.layers.Conv2D(filters, 1, use_bias=False, name="pw")
+        self.pw = _pointwise(filters, groups, "pw")
         self.bn = batch_norm(affine, "bn")
 
     def build(self, input_shape):
@@ -346,6 +454,7 @@ class DilConv(keras.layers.Layer):
             "kernel_size": self.kernel_size,
             "stride": self.stride,
             "affine": self.affine,
+            "groups": self.groups,
         }
 
 
@@ -354,7 +463,7 @@ def is_identity(op_name, stride):
     return op_name == "skip_connect" and stride == 1
 
 
-def make_op(op_name, channels, stride=1, affine=True, name=None):
+def make_op(op_name, channels, stride=1, affine=True, name=None, groups=1):
     """Builds the DARTS operation `op_name` as a Keras layer.
 
     Args:
@@ -364,10 +473,12 @@ def make_op(op_name, channels, stride=1, affine=True, name=None):
         affine: whether batch normalizations have scale and offset parameters
             (True in derived networks, False in the search supernet).
         name: layer name.
+        groups: edges computed at once, stacked along channels (`channels` is per edge); the
+            parameter-free operations are per channel and ignore it.
 
     Returns:
-        A Keras layer mapping `[B, H, W, channels]` to
-        `[B, ceil(H / stride), ceil(W / stride), channels]`.
+        A Keras layer mapping `[B, H, W, groups * channels]` to
+        `[B, ceil(H / stride), ceil(W / stride), groups * channels]`.
 
     Raises:
         ValueError: for an unknown operation or a stride other than 1 or 2.
@@ -380,9 +491,9 @@ def make_op(op_name, channels, stride=1, affine=True, name=None):
     if op_name == "skip_connect":
         if stride == 1:
             return keras.layers.Identity(name=name)
-        return FactorizedReduce(channels, affine=affine, name=name)
+        return FactorizedReduce(groups * channels, affine=affine, groups=groups, name=name)
     if op_name in ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7"):
-        return SepConv(channels, int(op_name[-1]), stride, affine=affine, name=name)
+        return SepConv(groups * channels, int(op_name[-1]), stride, affine=affine, groups=groups, name=name)
     if op_name in ("dil_conv_3x3", "dil_conv_5x5"):
-        return DilConv(channels, int(op_name[-1]), stride, affine=affine, name=name)
+        return DilConv(groups * channels, int(op_name[-1]), stride, affine=affine, groups=groups, name=name)
     raise ValueError(f"Unknown DARTS operation {op_name!r}; allowed: {list(ALL_OPS)}.")
