@@ -20,7 +20,10 @@ The layers are registered for saving as `unas_keras>Darts<ClassName>` (the
 NAS-Bench-201 ops reuse some class names).
 """
 
+import functools
+
 import keras
+import tensorflow as tf
 from keras import ops
 
 from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
@@ -108,18 +111,33 @@ def edge_weights(layer, slot, like):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def grouped_conv_runs_on_cpu():
+    """Whether TensorFlow's CPU kernel runs grouped convolutions (it does with oneDNN, the default on x86).
+
+    Probed once per process on a tiny input; the answer is a fact of the installed TensorFlow.
+    """
+    try:
+        with tf.device("/CPU:0"):
+            tf.nn.conv2d(tf.ones((1, 1, 1, 2)), tf.ones((1, 1, 1, 2)), 1, "VALID")
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+        return False
+    return True
+
+
 @keras.saving.register_keras_serializable(package="unas_keras", name="DartsGroupedPointwise")
 class GroupedPointwise(keras.layers.Layer):
-    """A 1x1 convolution without bias in `groups` independent channel groups, as one batched matmul.
+    """A 1x1 convolution without bias in `groups` independent channel groups.
 
     The kernel has the layout of a grouped `keras.layers.Conv2D` (`[1, 1, in / groups, filters]`; output
-    block `s` reads input block `s`). Keras runs grouped convolutions through XLA on CPU (TensorFlow's
-    own CPU kernel supports them only with oneDNN), which was 10x slower here; a matmul batched over the
-    groups is as fast as oneDNN's grouped convolution and runs everywhere.
+    block `s` reads input block `s`). Keras runs grouped convolutions through XLA on CPU, which was 10x
+    slower here; this layer calls TensorFlow's grouped convolution (one op; oneDNN on CPU), or, where
+    the CPU kernel lacks grouped convolutions (`grouped_conv_runs_on_cpu`), a matmul batched over the
+    groups (the same result, with a dozen more graph nodes per call).
 
     Args:
         filters: output channels of all groups together.
-        groups: number of groups (> 1).
+        groups: number of groups.
         **kwargs: base `Layer` arguments.
     """
 
@@ -135,11 +153,17 @@ class GroupedPointwise(keras.layers.Layer):
                                       initializer="glorot_uniform")
 
     def call(self, inputs):
+        kernel = ops.cast(self.kernel, inputs.dtype)
+        if grouped_conv_runs_on_cpu():
+            return tf.nn.conv2d(inputs, kernel, 1, "VALID")
+        return self._batched_matmul(inputs, kernel)
+
+    def _batched_matmul(self, inputs, kernel):
         side = tuple(inputs.shape[1:3])
         g, in_per_group = self.groups, inputs.shape[-1] // self.groups
         x = ops.transpose(ops.reshape(inputs, (-1, g, in_per_group)), (1, 0, 2))
-        kernel = ops.transpose(ops.reshape(self.kernel, (in_per_group, g, self.filters // g)), (1, 0, 2))
-        y = ops.transpose(ops.matmul(x, ops.cast(kernel, x.dtype)), (1, 0, 2))
+        kernel = ops.transpose(ops.reshape(kernel, (in_per_group, g, self.filters // g)), (1, 0, 2))
+        y = ops.transpose(ops.matmul(x, kernel), (1, 0, 2))
         return ops.reshape(y, (-1,) + side + (self.filters,))
 
     def compute_output_shape(self, input_shape):
