@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 from keras import ops
 
 from unas_keras.layers.darts_cell import DartsCell, DartsSearchCell
@@ -11,10 +12,13 @@ from unas_keras.layers.darts_ops import (
     FactorizedReduce,
     Pool3x3,
     ReLUConvBN,
+    GroupedPointwise,
     SepConv,
     Zero,
+    edge_weights,
     make_op,
 )
+from unas_keras.layers import darts_ops
 from unas_keras.layers.drop_path import DropPath, DropPathSchedule, drop_path_layers, set_drop_path_rate
 from unas_keras.space.darts import ALL_OPS, DARTS_OPS, UNAS_OPS, DartsSearchSpace, edge_index
 from unas_keras.networks.darts import mix_weights
@@ -89,6 +93,81 @@ def test_bad_op_arguments():
         make_op("sep_conv_3x3", C, 3)
     with pytest.raises(ValueError, match="pool_type"):
         Pool3x3("min")
+
+
+@pytest.mark.parametrize("op_name,stride", [("sep_conv_3x3", 1), ("sep_conv_5x5", 2), ("dil_conv_3x3", 1),
+                                            ("dil_conv_5x5", 2), ("skip_connect", 2)])
+def test_grouped_op_equals_its_edges_in_outputs_gradients_and_moving_statistics(op_name, stride):
+    keras.utils.set_random_seed(3)
+    groups = 3
+    grouped = make_op(op_name, C, stride, affine=True, name="grouped", groups=groups)
+    edges = [make_op(op_name, C, stride, affine=True, name=f"edge{s}") for s in range(groups)]
+    xs = [keras.random.normal((2, 8, 8, C), seed=10 + s) for s in range(groups)]
+    grouped.build((2, 8, 8, groups * C))
+    for edge, x in zip(edges, xs):
+        edge.build(x.shape)
+    # Random BN statistics and scales, so that slicing mistakes show.
+    grouped.set_weights([np.random.default_rng(i).uniform(0.5, 1.5, v.shape).astype("float32")
+                         for i, v in enumerate(grouped.get_weights())])
+    for s, edge in enumerate(edges):
+        edge.set_weights(edge_weights(grouped, s, edge))
+    stacked = tf.Variable(ops.concatenate(xs, axis=-1))
+    ws = [tf.Variable(x) for x in xs]
+    cotangent = keras.random.normal((2, 8 // stride, 8 // stride, groups * C), seed=7)
+    with tf.GradientTape() as tape:
+        y_grouped = grouped(stacked, training=True)
+        loss_grouped = ops.sum(y_grouped * cotangent)
+    grads_grouped = tape.gradient(loss_grouped, [stacked] + grouped.trainable_weights)
+    with tf.GradientTape() as tape:
+        y_edges = [edge(x, training=True) for edge, x in zip(edges, ws)]
+        loss_edges = ops.sum(ops.concatenate(y_edges, axis=-1) * cotangent)
+    grads_edges = tape.gradient(loss_edges, ws + [v for edge in edges for v in edge.trainable_weights])
+    np.testing.assert_allclose(y_grouped, ops.concatenate(y_edges, axis=-1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads_grouped[0], ops.concatenate(grads_edges[:groups], axis=-1),
+                               rtol=1e-4, atol=1e-4)
+    # Each edge's parameter gradients are its block of the grouped ones; its BN statistics too.
+    grouped_after = dict(zip([v.path for v in grouped.trainable_weights], grads_grouped[1:]))
+    per_edge = len(edges[0].trainable_weights)
+    for s, edge in enumerate(edges):
+        as_weights = [grouped_after.get(v.path, v) for v in grouped.weights]
+        fake = make_op(op_name, C, stride, affine=True, groups=groups)
+        fake.build((2, 8, 8, groups * C))
+        fake.set_weights([np.asarray(a) for a in as_weights])
+        sliced = edge_weights(fake, s, edge)
+        trainable = [i for i, v in enumerate(edge.weights) if v.trainable]
+        for i, grad in zip(trainable, grads_edges[groups + s * per_edge:groups + (s + 1) * per_edge]):
+            np.testing.assert_allclose(sliced[i], grad, rtol=1e-4, atol=1e-4)
+        stats = [i for i, v in enumerate(edge.weights) if not v.trainable]
+        for i in stats:
+            np.testing.assert_allclose(edge_weights(grouped, s, edge)[i], edge.weights[i], rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_pointwise_batched_matmul_equals_grouped_convolution(monkeypatch):
+    layer = GroupedPointwise(12, groups=3)
+    x = keras.random.normal((2, 4, 4, 6), seed=0)
+    y_conv = layer(x)
+    monkeypatch.setattr(darts_ops, "grouped_conv_runs_on_cpu", lambda: False)
+    y_matmul = layer(x)
+    kernel = np.asarray(layer.kernel)
+    blocks = [np.einsum("bhwc,cf->bhwf", np.asarray(x)[..., 2 * s:2 * s + 2], kernel[0, 0, :, 4 * s:4 * s + 4])
+              for s in range(3)]
+    np.testing.assert_allclose(y_conv, np.concatenate(blocks, axis=-1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y_matmul, y_conv, rtol=1e-5, atol=1e-5)
+    assert GroupedPointwise.from_config(layer.get_config()).get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="groups"):
+        GroupedPointwise(10, groups=3)
+
+
+def test_edge_weights_rejects_a_different_operation():
+    grouped = make_op("sep_conv_3x3", C, 1, groups=2)
+    grouped.build((2, 8, 8, 2 * C))
+    other = make_op("dil_conv_3x3", C, 1)
+    other.build((2, 8, 8, C))
+    with pytest.raises(ValueError, match="not the same operation"):
+        edge_weights(grouped, 0, other)
+    cell = DartsSearchCell(C, "unas")
+    with pytest.raises(ValueError, match="no edge"):
+        cell.copy_edge_weights(0, 3, "sep_conv_3x3", other)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -271,20 +271,20 @@ class DartsSearchCell(keras.layers.Layer):
                     layer.build(state_shape[:3] + (len(group.sources) * self.channels,))
 
     def _group_weights(self, w, group):
-        """Per op, the group's edge weights as `[N, 1, 1, targets, sources, 1]`."""
+        """Per op, the group's edge weights repeated over each edge's channels: `[N, 1, 1, g * C]`."""
         rows = [edge_index(n, j) for n, j in group.edges]
-        shape = (-1, 1, 1, len(group.targets), len(group.sources), 1)
-        per_op = ops.transpose(ops.take(w, rows, axis=1), (2, 0, 1))
-        return [ops.reshape(x, shape) for x in ops.unstack(per_op, axis=0)]
+        per_op = ops.transpose(ops.take(w, rows, axis=1), (2, 0, 1))  # [K, N, g]
+        per_op = ops.repeat(per_op, self.channels, axis=2)[:, :, None, None, :]
+        return ops.unstack(per_op, axis=0)
 
     def _group_output(self, group, layers, states, w, training):
-        """The group's contributions to its target nodes, `[B, H, W, targets, C]`."""
+        """The group's contributions to its target nodes, a list of `[B, H, W, C]` in target order."""
+        num_targets, num_sources = len(group.targets), len(group.sources)
         sources = [states[j] for j in group.sources]
-        distinct = sources[0] if len(sources) == 1 else ops.concatenate(sources, axis=-1)
+        distinct = sources[0] if num_sources == 1 else ops.concatenate(sources, axis=-1)
         # Every target reads every source: channel block `slot` of the stacked input is edge `slot`'s.
-        stacked = distinct if len(group.targets) == 1 else ops.tile(distinct, (1, 1, 1, len(group.targets)))
+        stacked = distinct if num_targets == 1 else ops.tile(distinct, (1, 1, 1, num_targets))
         zeros = ops.zeros_like(stacked[:, ::group.stride, ::group.stride, :])
-        edge_shape = (-1,) + tuple(zeros.shape[1:3]) + (len(group.targets), len(group.sources), self.channels)
         terms = []
         for op_name, layer, weight in zip(self.op_names, layers, self._group_weights(w, group)):
             if layer is None:
@@ -292,18 +292,22 @@ class DartsSearchCell(keras.layers.Layer):
             per_edge = _has_parameters(op_name, group.stride)
 
             def weighted(weight, layer=layer, per_edge=per_edge):
-                # A parameter-free op runs once per source and is broadcast over the targets.
-                y = layer(stacked if per_edge else distinct, training=training)
-                return weight * ops.reshape(y, edge_shape if per_edge else edge_shape[:3] + (1,) + edge_shape[4:])
+                if per_edge:
+                    return weight * layer(stacked, training=training)
+                # A parameter-free op runs once per source; its result is shared by the targets.
+                y = layer(distinct, training=training)
+                return weight * (y if num_targets == 1 else ops.tile(y, (1, 1, 1, num_targets)))
 
             if self.skip_threshold <= 0:
                 terms.append(weighted(weight))
             else:
-                terms.append(self._unless_below_threshold(weighted, weight, lambda: ops.reshape(zeros, edge_shape)))
-        if not terms:  # an op list of only "none"
-            return ops.reshape(zeros, edge_shape[:4] + (self.channels,))
-        total = terms[0] if len(terms) == 1 else tf.add_n(terms)
-        return ops.sum(total, axis=4)
+                terms.append(self._unless_below_threshold(weighted, weight, lambda: zeros))
+        total = zeros if not terms else terms[0] if len(terms) == 1 else tf.add_n(terms)
+        if num_sources > 1:  # a target's edges from the different sources add up
+            side = tuple(total.shape[1:3])
+            total = ops.sum(ops.reshape(total, (-1,) + side + (num_targets, num_sources, self.channels)), axis=4)
+            return ops.unstack(total, axis=3)
+        return ops.split(total, num_targets, axis=-1) if num_targets > 1 else [total]
 
     def _unless_below_threshold(self, weighted, weight, zeros):
         """`weighted(weight)` with the edges below `skip_threshold` for every example zeroed; `zeros()`
@@ -322,8 +326,7 @@ class DartsSearchCell(keras.layers.Layer):
                 n = len(states) - 2
                 parts = contributions[n]
                 states.append(parts[0] if len(parts) == 1 else tf.add_n(parts))
-            outputs = ops.unstack(self._group_output(group, layers, states, w, training), axis=3)
-            for n, out in zip(group.targets, outputs):
+            for n, out in zip(group.targets, self._group_output(group, layers, states, w, training)):
                 contributions[n].append(out)
         while len(states) < NUM_NODES + 2:
             parts = contributions[len(states) - 2]
