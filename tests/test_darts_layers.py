@@ -292,11 +292,12 @@ def _copy_search_to_derived(search, derived):
             search.copy_edge_weights(n, inp, op_name, derived.node_ops[2 * n + p])
 
 
+@pytest.mark.parametrize("edge_grouping", ["by_source", "per_edge"])
 @pytest.mark.parametrize(
     "reduction,reduction_prev,op_set",
     [(False, False, "unas"), (True, False, "unas"), (False, True, "darts")],
 )
-def test_search_cell_one_hot_equals_derived_cell(reduction, reduction_prev, op_set):
+def test_search_cell_one_hot_equals_derived_cell(reduction, reduction_prev, op_set, edge_grouping):
     keras.utils.set_random_seed(1)
     space = DartsSearchSpace(op_set)
     arch = space.sample(seed=5)
@@ -313,7 +314,8 @@ def test_search_cell_one_hot_equals_derived_cell(reduction, reduction_prev, op_s
     weights = mix_weights(samples)[cell_type]
 
     s0, s1 = _cell_inputs(reduction_prev)
-    search = DartsSearchCell(C, op_set, reduction=reduction, reduction_prev=reduction_prev)
+    search = DartsSearchCell(C, op_set, reduction=reduction, reduction_prev=reduction_prev,
+                             edge_grouping=edge_grouping)
     derived = DartsCell(C, nodes, reduction=reduction, reduction_prev=reduction_prev, affine=False)
     y_search = search([s0, s1, weights], training=True)
     derived([s0, s1], training=True)
@@ -324,12 +326,14 @@ def test_search_cell_one_hot_equals_derived_cell(reduction, reduction_prev, op_s
     np.testing.assert_allclose(y_search, y_derived, atol=1e-5)
 
 
-def test_skip_threshold_skips_only_what_is_below_it():
+@pytest.mark.parametrize("edge_grouping", ["by_source", "per_edge"])
+def test_skip_threshold_skips_only_what_is_below_it(edge_grouping):
     keras.utils.set_random_seed(4)
     space = DartsSearchSpace("unas_imagenet")
     s0, s1 = _cell_inputs(False, batch=2, side=4)
-    plain = DartsSearchCell(C, "unas_imagenet", name="plain")
-    skipping = DartsSearchCell(C, "unas_imagenet", skip_threshold=0.05, name="skipping")
+    plain = DartsSearchCell(C, "unas_imagenet", name="plain", edge_grouping=edge_grouping)
+    skipping = DartsSearchCell(C, "unas_imagenet", skip_threshold=0.05, name="skipping",
+                               edge_grouping=edge_grouping)
     w = np.asarray(mix_weights(_random_samples(space, 2, seed=2, relaxed=True))["normal"])
     plain([s0, s1, w], training=True)
     skipping([s0, s1, w], training=True)
@@ -359,6 +363,8 @@ def test_search_cell_rejects_bad_weights_and_round_trips_config():
     assert DartsSearchCell.from_config(config).get_config() == config
     with pytest.raises(ValueError, match="skip_threshold"):
         DartsSearchCell(C, skip_threshold=-1.0)
+    with pytest.raises(ValueError, match="edge_grouping must be one of"):
+        DartsSearchCell(C, edge_grouping="by_target")
 
 
 def test_derived_cell_drop_path_and_config():

@@ -24,10 +24,10 @@ TINY = dict(init_channels=4, num_cells=5)
 SHAPE = (16, 16, 3)
 
 
-@pytest.fixture(scope="module")
-def supernet():
+@pytest.fixture(scope="module", params=["by_source", "per_edge"])
+def supernet(request):
     keras.utils.set_random_seed(0)
-    return build_darts_supernet(10, SHAPE, ops="unas", **TINY)
+    return build_darts_supernet(10, SHAPE, ops="unas", edge_grouping=request.param, **TINY)
 
 
 def _images(batch, seed=0, shape=SHAPE):

@@ -22,7 +22,7 @@ from keras import ops
 
 from unas_keras.layers.darts_ops import FactorizedReduce, ReLUConvBN, edge_weights, is_identity, make_op
 from unas_keras.layers.drop_path import DropPath
-from unas_keras.space.darts import NUM_NODES, edge_index, num_edges, resolve_ops
+from unas_keras.space.darts import EDGE_GROUPINGS, NUM_NODES, edge_index, num_edges, resolve_ops
 
 
 def _make_preprocessing(channels, reduction_prev, affine):
@@ -160,12 +160,18 @@ class _EdgeGroup:
         return tuple((n, j) for n in self.targets for j in self.sources)
 
 
-def _edge_groups(reduction):
-    """The cell's edges by source: both cell inputs into every node, then each node into the later ones.
+def _edge_groups(reduction, grouping="by_source"):
+    """The cell's edges in the groups its op layers run on, ordered so that sources are ready.
 
-    Each group's edges read the same states, so its op layers run once on the group (the states
-    stacked along channels) instead of once per edge.
+    `"by_source"`: both cell inputs into every node (8 edges), then each node into the later ones
+    (3, 2, 1 edges): four groups whose edges read the same states, so each op runs four times per
+    cell instead of fourteen. `"per_edge"`: one group per edge.
     """
+    if grouping not in EDGE_GROUPINGS:
+        raise ValueError(f"edge_grouping must be one of {list(EDGE_GROUPINGS)}, got {grouping!r}.")
+    if grouping == "per_edge":
+        return tuple(_EdgeGroup(f"node{n}_in{j}", (j,), (n,), _edge_stride(reduction, j))
+                     for j in range(NUM_NODES + 1) for n in range(max(0, j - 1), NUM_NODES))
     groups = [_EdgeGroup("inputs", (0, 1), tuple(range(NUM_NODES)), _edge_stride(reduction, 0))]
     for m in range(NUM_NODES - 1):
         groups.append(_EdgeGroup(f"node{m}", (m + 2,), tuple(range(m + 1, NUM_NODES)), 1))
@@ -204,14 +210,19 @@ class DartsSearchCell(keras.layers.Layer):
             group is not evaluated when that holds for all its edges. 0 disables it.
         affine: whether batch normalizations have scale and offset (False in
             the UNAS search).
+        edge_grouping: `"by_source"` (the default: four op groups per cell, the smallest graph) or
+            `"per_edge"` (one per edge: a graph about twice as large, but on CPU each op works on
+            smaller tensors, and the step at CIFAR sizes was faster; see README "Search step speed").
+            The two store the parameters differently, so a checkpoint holds one of them.
         **kwargs: base `Layer` arguments.
     """
 
     def __init__(self, channels, ops="unas", reduction=False, reduction_prev=False, skip_threshold=0.0,
-                 affine=False, **kwargs):
+                 affine=False, edge_grouping="by_source", **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.ops = ops if isinstance(ops, str) else list(ops)
+        self.edge_grouping = edge_grouping
         self.reduction = bool(reduction)
         self.reduction_prev = bool(reduction_prev)
         self.skip_threshold = float(skip_threshold)
@@ -220,7 +231,7 @@ class DartsSearchCell(keras.layers.Layer):
         self.affine = bool(affine)
         self.op_names = resolve_ops(ops)
         self.preprocess0, self.preprocess1 = _make_preprocessing(channels, reduction_prev, affine)
-        self.groups = _edge_groups(self.reduction)
+        self.groups = _edge_groups(self.reduction, edge_grouping)
         # Per group, one layer per op: None for "none"; parameter-free ops are shared by the edges.
         self.group_ops = []
         for group in self.groups:
@@ -284,7 +295,10 @@ class DartsSearchCell(keras.layers.Layer):
         distinct = sources[0] if num_sources == 1 else ops.concatenate(sources, axis=-1)
         # Every target reads every source: channel block `slot` of the stacked input is edge `slot`'s.
         stacked = distinct if num_targets == 1 else ops.tile(distinct, (1, 1, 1, num_targets))
-        zeros = ops.zeros_like(stacked[:, ::group.stride, ::group.stride, :])
+
+        def zeros():
+            return ops.zeros_like(stacked[:, ::group.stride, ::group.stride, :])
+
         terms = []
         for op_name, layer, weight in zip(self.op_names, layers, self._group_weights(w, group)):
             if layer is None:
@@ -301,8 +315,8 @@ class DartsSearchCell(keras.layers.Layer):
             if self.skip_threshold <= 0:
                 terms.append(weighted(weight))
             else:
-                terms.append(self._unless_below_threshold(weighted, weight, lambda: zeros))
-        total = zeros if not terms else terms[0] if len(terms) == 1 else tf.add_n(terms)
+                terms.append(self._unless_below_threshold(weighted, weight, zeros))
+        total = zeros() if not terms else terms[0] if len(terms) == 1 else tf.add_n(terms)
         if num_sources > 1:  # a target's edges from the different sources add up
             side = tuple(total.shape[1:3])
             total = ops.sum(ops.reshape(total, (-1,) + side + (num_targets, num_sources, self.channels)), axis=4)
@@ -345,4 +359,5 @@ class DartsSearchCell(keras.layers.Layer):
             "reduction_prev": self.reduction_prev,
             "skip_threshold": self.skip_threshold,
             "affine": self.affine,
+            "edge_grouping": self.edge_grouping,
         }

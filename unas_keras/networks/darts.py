@@ -244,6 +244,8 @@ class DartsSupernet(Supernet):
         num_cells: number of cells (8 in the CIFAR search).
         skip_threshold: ops whose weight is below this for the whole batch are
             not evaluated (0 disables it; the UNAS release uses 0.05).
+        edge_grouping: how the cells run their edges' ops: `"by_source"` (four groups per cell, the
+            smallest graph) or `"per_edge"`; see `DartsSearchCell`.
         name: model name.
 
     Attributes:
@@ -252,7 +254,7 @@ class DartsSupernet(Supernet):
     """
 
     def __init__(self, num_classes, input_shape, ops="unas", init_channels=16, num_cells=8,
-                 skip_threshold=0.0, name="darts_supernet", **kwargs):
+                 skip_threshold=0.0, edge_grouping="by_source", name="darts_supernet", **kwargs):
         search_space = DartsSearchSpace(ops)
         input_shape = _check_input_shape(input_shape)
         num_classes = _check_positive(num_classes, "num_classes")
@@ -263,6 +265,7 @@ class DartsSupernet(Supernet):
         self.init_channels = init_channels
         self.num_cells = num_cells
         self.skip_threshold = float(skip_threshold)
+        self.edge_grouping = edge_grouping
         rows = sum(n + 2 for n in range(NUM_NODES))
         images = keras.Input(shape=input_shape, name="images")
         weights = {cell: keras.Input(shape=(rows, len(search_space.ops)), name=f"{cell}_weights")
@@ -275,7 +278,8 @@ class DartsSupernet(Supernet):
     def _layout(self, layer, images, weights):
         def make_cell(index, channels, reduction, reduction_prev, cell_name):
             cell = layer(DartsSearchCell, channels, self.op_set, reduction=reduction, reduction_prev=reduction_prev,
-                         skip_threshold=self.skip_threshold, affine=False, name=cell_name)
+                         skip_threshold=self.skip_threshold, affine=False, edge_grouping=self.edge_grouping,
+                         name=cell_name)
             cell_weights = weights["reduce" if reduction else "normal"]
             return lambda s0, s1: cell([s0, s1, cell_weights])
 
@@ -302,6 +306,7 @@ class DartsSupernet(Supernet):
             "init_channels": self.init_channels,
             "num_cells": self.num_cells,
             "skip_threshold": self.skip_threshold,
+            "edge_grouping": self.edge_grouping,
             "name": self.name,
         }
 
@@ -311,10 +316,10 @@ class DartsSupernet(Supernet):
 
 
 def build_darts_supernet(num_classes, input_shape, ops="unas", init_channels=16, num_cells=8,
-                         skip_threshold=0.0):
+                         skip_threshold=0.0, edge_grouping="by_source"):
     """Builds the UNAS DARTS-space supernet; see `DartsSupernet`."""
     return DartsSupernet(num_classes, input_shape, ops=ops, init_channels=init_channels,
-                         num_cells=num_cells, skip_threshold=skip_threshold)
+                         num_cells=num_cells, skip_threshold=skip_threshold, edge_grouping=edge_grouping)
 
 
 # The names the space registry (unas_keras.space.spec.SpaceSpec) calls.

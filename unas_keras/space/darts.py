@@ -13,6 +13,8 @@ from unas_keras._validate import check_int, require_dict, require_int, require_l
 from unas_keras.space.spec import SpaceSpec
 
 NUM_NODES = 4
+#: How a search cell may run its edges' ops (`DartsSearchCell`'s `edge_grouping`); the first is the default.
+EDGE_GROUPINGS = ("by_source", "per_edge")
 CELL_TYPES = ("normal", "reduce")
 
 #: The 7 UNAS operations, in the order of the UNAS search (CIFAR).
@@ -205,8 +207,10 @@ class DartsSearchSpace:
 
 
 def _check_supernet_options(options):
-    """Validates the DARTS supernet options (`ops`, `init_channels`, `num_cells`)."""
+    """Validates the DARTS supernet options (`ops`, `init_channels`, `num_cells`, `edge_grouping`)."""
     out = dict(options)
+    if out.get("edge_grouping", EDGE_GROUPINGS[0]) not in EDGE_GROUPINGS:
+        raise ValueError(f"edge_grouping must be one of {list(EDGE_GROUPINGS)}, got {out['edge_grouping']!r}.")
     out["init_channels"] = check_int(out["init_channels"], "init_channels", 1)
     out["num_cells"] = check_int(out["num_cells"], "num_cells", 3)
     try:
@@ -224,7 +228,7 @@ SPEC = SpaceSpec(
     search_space_class=DartsSearchSpace,
     genotype_class=DartsGenotype,
     networks_module="unas_keras.networks.darts",
-    supernet_options=("ops", "init_channels", "num_cells"),
+    supernet_options=("ops", "init_channels", "num_cells", "edge_grouping"),
     check_supernet_options=_check_supernet_options,
     search_space_options=("ops",),
     network_options=("init_channels", "num_cells", "auxiliary", "drop_path_rate"),
@@ -232,25 +236,28 @@ SPEC = SpaceSpec(
     option_help={"ops": "DARTS space: op set (unas, unas_imagenet, darts) or a list of op names "
                         "(comma-separated on the command line).",
                  "init_channels": "DARTS space: initial channels C.",
-                 "num_cells": "DARTS space: number of cells."},
+                 "num_cells": "DARTS space: number of cells.",
+                 "edge_grouping": "DARTS space: how a search cell runs its 14 edges' ops: by_source (4 "
+                                  "groups per cell: the smallest graph, fastest to trace) or per_edge (on "
+                                  "CPU, faster steps at CIFAR sizes). Checkpoints hold one of them."},
     plotter="plot_darts_cell",
     profile_defaults={
         # digits: 8x8 grey images upsampled to 16x16 (two reductions -> 4x4); 3 cells (normal, reduce,
         # reduce) with all 7 UNAS ops, C = 8: tracing the supernet's step dominates a short run.
         "demo": dict(resolution=16, image_channels=1, batch_size=32, epochs=6, warmup_epochs=1,
                      sampling="per_example", soften_eps=0.0,
-                     space_options=dict(ops="unas", init_channels=8, num_cells=3)),
+                     space_options=dict(ops="unas", init_channels=8, num_cells=3, edge_grouping="by_source")),
         # CIFAR (the release: 4 GPUs x 32, 15 warm-up + 85 search epochs, 7 ops, per-example samples).
         "cifar": dict(resolution=32, image_channels=3, batch_size=128, epochs=100, warmup_epochs=15,
                       sampling="per_example", soften_eps=0.0,
-                      space_options=dict(ops="unas", init_channels=16, num_cells=8)),
+                      space_options=dict(ops="unas", init_channels=16, num_cells=8, edge_grouping="by_source")),
         # ImageNet (the release: 8 GPUs x 24, 5 + 15 epochs, 14 cells, 5 ops, one architecture per
         # minibatch, logits softened with eps 0.08).
         "imagenet": dict(resolution=224, image_channels=3, batch_size=192, epochs=20, warmup_epochs=5,
                          sampling="per_minibatch", soften_eps=0.08,
-                         space_options=dict(ops="unas_imagenet", init_channels=16, num_cells=14)),
+                         space_options=dict(ops="unas_imagenet", init_channels=16, num_cells=14, edge_grouping="by_source")),
         "generic": dict(resolution=32, image_channels=3, batch_size=32, epochs=10, warmup_epochs=2,
                         sampling="per_example", soften_eps=0.0,
-                        space_options=dict(ops="unas", init_channels=8, num_cells=5)),
+                        space_options=dict(ops="unas", init_channels=8, num_cells=5, edge_grouping="by_source")),
     },
 )
