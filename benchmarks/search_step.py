@@ -58,6 +58,7 @@ def _parse(argv):
     parser.add_argument("--init_channels", type=int, default=16, help="darts C")
     parser.add_argument("--num_cells", type=int, default=8, help="darts cells")
     parser.add_argument("--ops", default="unas", help="darts op set name or comma-separated op names")
+    parser.add_argument("--edge_grouping", default=None, help="darts: by_source (default) or per_edge")
     parser.add_argument("--width_multiplier", type=float, default=1.0, help="proxyless width")
     parser.add_argument("--skip_threshold", type=float, default=None,
                         help="supernet skip threshold (default: the supernet's own)")
@@ -200,6 +201,7 @@ def main(argv=None):
         "objective": args.objective,
         "sampling": args.sampling,
         "skip_threshold": getattr(supernet, "skip_threshold", None),
+        "edge_grouping": getattr(supernet, "edge_grouping", None),
         "final_loss": round(logs.get("loss", float("nan")), 4),
         **graph,
         "tensorflow": tf.__version__,
