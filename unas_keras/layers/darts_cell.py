@@ -17,6 +17,7 @@ the two cell inputs have stride 2.
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -212,7 +213,7 @@ class DartsSearchCell(keras.layers.Layer):
             the UNAS search).
         edge_grouping: `"by_source"` (the default: four op groups per cell, the smallest graph) or
             `"per_edge"` (one per edge: a graph about twice as large, but on CPU each op works on
-            smaller tensors, and the step at CIFAR sizes was faster; see README "Search step speed").
+            smaller tensors, and the step at CIFAR sizes was faster; see README "Benchmarks").
             The two store the parameters differently, so a checkpoint holds one of them.
         **kwargs: base `Layer` arguments.
     """
@@ -281,14 +282,17 @@ class DartsSearchCell(keras.layers.Layer):
                 elif layer is not None:
                     layer.build(state_shape[:3] + (len(group.sources) * self.channels,))
 
-    def _group_weights(self, w, group):
-        """Per op, the group's edge weights repeated over each edge's channels: `[N, 1, 1, g * C]`."""
-        rows = [edge_index(n, j) for n, j in group.edges]
-        per_op = ops.transpose(ops.take(w, rows, axis=1), (2, 0, 1))  # [K, N, g]
-        per_op = ops.repeat(per_op, self.channels, axis=2)[:, :, None, None, :]
-        return ops.unstack(per_op, axis=0)
+    def _group_weights(self, edge_rows, group):
+        """Per op, the group's edge weights: `[N, 1, 1, g * C]` (each edge's repeated over its channels),
+        or `[N, 1, 1, 1]` for a one-edge group; `edge_rows` holds each edge's weights as `[K, N]`."""
+        per_op = ops.stack([edge_rows[edge_index(n, j)] for n, j in group.edges], axis=-1)  # [K, N, g]
+        g = len(group.edges)
+        if g > 1:
+            ones = np.ones((g, self.channels), dtype=keras.backend.standardize_dtype(per_op.dtype))
+            per_op = ops.reshape(per_op[..., None] * ones, (len(self.op_names), -1, g * self.channels))
+        return ops.unstack(ops.expand_dims(per_op, (2, 3)), axis=0)
 
-    def _group_output(self, group, layers, states, w, training):
+    def _group_output(self, group, layers, states, edge_rows, training):
         """The group's contributions to its target nodes, a list of `[B, H, W, C]` in target order."""
         num_targets, num_sources = len(group.targets), len(group.sources)
         sources = [states[j] for j in group.sources]
@@ -300,7 +304,7 @@ class DartsSearchCell(keras.layers.Layer):
             return ops.zeros_like(stacked[:, ::group.stride, ::group.stride, :])
 
         terms = []
-        for op_name, layer, weight in zip(self.op_names, layers, self._group_weights(w, group)):
+        for op_name, layer, weight in zip(self.op_names, layers, self._group_weights(edge_rows, group)):
             if layer is None:
                 continue
             per_edge = _has_parameters(op_name, group.stride)
@@ -331,7 +335,9 @@ class DartsSearchCell(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         s0, s1, w = inputs
-        w = ops.cast(w, s1.dtype)
+        # One unstack for the cell: gathering each group's rows from w would add a gather and its
+        # (scatter) gradient per group and pass.
+        edge_rows = ops.unstack(ops.transpose(ops.cast(w, s1.dtype), (1, 2, 0)), axis=0)  # 14 x [K, N]
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         contributions = [[] for _ in range(NUM_NODES)]
         for group, layers in zip(self.groups, self.group_ops):
@@ -340,7 +346,7 @@ class DartsSearchCell(keras.layers.Layer):
                 n = len(states) - 2
                 parts = contributions[n]
                 states.append(parts[0] if len(parts) == 1 else tf.add_n(parts))
-            for n, out in zip(group.targets, self._group_output(group, layers, states, w, training)):
+            for n, out in zip(group.targets, self._group_output(group, layers, states, edge_rows, training)):
                 contributions[n].append(out)
         while len(states) < NUM_NODES + 2:
             parts = contributions[len(states) - 2]
