@@ -166,13 +166,14 @@ def _edge_groups(reduction, grouping="by_source"):
 
     `"by_source"`: both cell inputs into every node (8 edges), then each node into the later ones
     (3, 2, 1 edges): four groups whose edges read the same states, so each op runs four times per
-    cell instead of fourteen. `"per_edge"`: one group per edge.
+    cell instead of fourteen. `"per_edge"`: one group per edge, in cell edge order (the layers, their
+    names and their order are those of the cell before grouping, so its checkpoints restore).
     """
     if grouping not in EDGE_GROUPINGS:
         raise ValueError(f"edge_grouping must be one of {list(EDGE_GROUPINGS)}, got {grouping!r}.")
     if grouping == "per_edge":
         return tuple(_EdgeGroup(f"node{n}_in{j}", (j,), (n,), _edge_stride(reduction, j))
-                     for j in range(NUM_NODES + 1) for n in range(max(0, j - 1), NUM_NODES))
+                     for n in range(NUM_NODES) for j in range(n + 2))
     groups = [_EdgeGroup("inputs", (0, 1), tuple(range(NUM_NODES)), _edge_stride(reduction, 0))]
     for m in range(NUM_NODES - 1):
         groups.append(_EdgeGroup(f"node{m}", (m + 2,), tuple(range(m + 1, NUM_NODES)), 1))
