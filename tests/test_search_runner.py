@@ -33,7 +33,7 @@ def test_canonical_proxyless_imagenet_resolves_to_paper_settings():
 def test_cifar_and_digits_defaults():
     cifar = SearchConfig.resolve(space="darts", dataset="cifar10")
     assert (cifar.batch_size, cifar.epochs, cifar.warmup_epochs) == (128, 100, 15)
-    assert cifar.space_options == {"ops": "unas", "init_channels": 16, "num_cells": 8}
+    assert cifar.space_options == {"ops": "unas", "init_channels": 16, "num_cells": 8, "edge_grouping": "by_source"}
     assert cifar.sampling == "per_example" and cifar.soften_eps == 0.0
     digits = SearchConfig.resolve(space="darts", dataset="digits")
     assert digits.profile == "demo" and digits.resolution == 16 and digits.image_channels == 1
