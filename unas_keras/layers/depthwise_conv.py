@@ -14,26 +14,34 @@ def _same_padding(size, kernel, stride):
     return total // 2, total - total // 2
 
 
-def _kernel_gradient(padded, grad, kernel_size, strides):
-    """The depthwise kernel gradient `[kh, kw, C, 1]` of a "VALID" convolution.
+def _kernel_gradient(inputs, grad, kernel_size, strides, pads):
+    """The depthwise kernel gradient `[kh, kw, C, 1]`.
 
-    `dK[i, j, c] = sum_{n, h, w} padded[n, s*h + i, s*w + j, c] * grad[n, h, w, c]`, computed as one
-    depthwise convolution with the batch moved into the channels: the input is `padded` as
-    `[1, H, W, N*C]`, the filter is `grad` as `[Ho, Wo, N*C, 1]` (dilated by the stride), and the
-    `[1, kh, kw, N*C]` result is summed over the batch. TensorFlow's
-    `DepthwiseConv2dNativeBackpropFilter` computes the same sum 3-12x slower on CPU for 5x5 and 7x7
-    kernels (e.g. 35 ms against 3 ms at 6x6x1152, batch 8, 7x7).
+    `dK[i, j, c] = sum_{n, h, w} padded[n, s*h + i, s*w + j, c] * grad[n, h, w, c]` (`padded`: the
+    inputs with the zero padding `pads`), computed as one depthwise convolution with the batch moved
+    into the channels: the input is `inputs` as `[1, H, W, N*C]`, the filter is `grad` as
+    `[Ho, Wo, N*C, 1]` (dilated by the stride), and the `[1, kh, kw, N*C]` result is summed over the
+    batch. TensorFlow's `DepthwiseConv2dNativeBackpropFilter` computes the same sum 3-12x slower on
+    CPU for 5x5 and 7x7 kernels (e.g. 35 ms against 3 ms at 6x6x1152, batch 8, 7x7).
     """
     kh, kw = kernel_size
     sh, sw = strides
     ho, wo = grad.shape[1], grad.shape[2]
-    channels = padded.shape[3]
-    # Only the rows and columns the convolution read.
-    padded = padded[:, : (ho - 1) * sh + kh, : (wo - 1) * sw + kw, :]
-    hp, wp = padded.shape[1], padded.shape[2]
-    images = tf.reshape(tf.transpose(padded, [1, 2, 0, 3]), [1, hp, wp, -1])
+    channels = inputs.shape[3]
+    # After `grad` exists: else the executor may run these copies of every layer's input as soon as
+    # the forward pass is done and hold them all until the backward pass reaches their layer.
+    with tf.control_dependencies([grad]):
+        explicit = strides == (1, 1)
+        if not explicit and pads != [(0, 0), (0, 0)]:
+            inputs = tf.pad(inputs, [(0, 0), pads[0], pads[1], (0, 0)])
+        if not explicit:  # only the rows and columns the convolution read
+            inputs = inputs[:, : (ho - 1) * sh + kh, : (wo - 1) * sw + kw, :]
+        images = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, inputs.shape[1], inputs.shape[2], -1])
     filters = tf.reshape(tf.transpose(grad, [1, 2, 0, 3]), [ho, wo, -1, 1])
-    out = tf.nn.depthwise_conv2d(images, filters, [1, 1, 1, 1], "VALID", dilations=[sh, sw])
+    if explicit:
+        out = tf.nn.depthwise_conv2d(images, filters, [1, 1, 1, 1], [[0, 0], list(pads[0]), list(pads[1]), [0, 0]])
+    else:
+        out = tf.nn.depthwise_conv2d(images, filters, [1, 1, 1, 1], "VALID", dilations=[sh, sw])
     return tf.reduce_sum(tf.reshape(out, [kh, kw, -1, channels]), axis=2)[..., None]
 
 
@@ -50,6 +58,7 @@ def depthwise_conv2d(inputs, kernel, strides, padding):
         `[N, Ho, Wo, C]`, the value of `tf.nn.depthwise_conv2d`.
     """
     kernel_size = tuple(int(k) for k in kernel.shape[:2])
+    strides = tuple(int(s) for s in strides)
     strides4 = [1, strides[0], strides[1], 1]
     if padding == "SAME":
         pads = [_same_padding(int(inputs.shape[d + 1]), kernel_size[d], strides[d]) for d in (0, 1)]
@@ -63,8 +72,7 @@ def depthwise_conv2d(inputs, kernel, strides, padding):
         def grad(dy):
             dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
                 input_sizes=tf.shape(x), filter=k, out_backprop=dy, strides=strides4, padding=padding)
-            padded = tf.pad(x, [(0, 0), pads[0], pads[1], (0, 0)]) if pads != [(0, 0), (0, 0)] else x
-            return dx, _kernel_gradient(padded, dy, kernel_size, strides)
+            return dx, _kernel_gradient(x, dy, kernel_size, strides, pads)
 
         return y, grad
 
