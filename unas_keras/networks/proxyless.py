@@ -346,9 +346,13 @@ def mix_weights(samples, backbone=PROXYLESS_BACKBONE):
             raise ValueError(
                 f"samples[{key!r}] must have shape [N, {rows}, {k}], got {tuple(value.shape)}.")
         tensors[key] = value
-    # One unstack per decision instead of a slice per layer (fewer graph nodes, here and in gradients).
-    rows = {key: iter(ops.unstack(value, axis=1)) for key, value in tensors.items()}
-    return [next(rows["first" if first else "optional"]) for _, _, first in backbone.layer_plan()]
+    counters = {"first": 0, "optional": 0}
+    out = []
+    for _, _, first in backbone.layer_plan():
+        key = "first" if first else "optional"
+        out.append(tensors[key][:, counters[key], :])
+        counters[key] += 1
+    return out
 
 
 def inherit_supernet_weights(model, supernet):
