@@ -196,3 +196,47 @@ def test_choice_one_hot_runs_only_the_chosen_block(compiled):
     np.testing.assert_allclose(y, reference, atol=1e-5)
     # Per-example weights ([N, K], N > 1) cannot switch: every block runs, so the NaNs show.
     assert np.isnan(np.asarray(layer(x, np.repeat(weights, 2, axis=0), training=True, one_hot=True))).any()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_choice_skipping_gradients_equal_the_naive_sum(compiled):
+    """With skip_threshold > 0 in training, the skipping sum (a cond per block) gives the
+    values, gradients and moving statistics of the plain sum over the blocks at or above the threshold."""
+    x = tf.constant(_rand((2, 8, 8, 8)))
+    w = tf.constant([[0.3, 0.01, 0.2, 0.04, 0.3, 0.1, 0.05]], "float32")  # k3e3 and k5e3 below 0.05
+    layer = MBConvChoice(8, 1, OPTIONAL_CHOICES, skip_threshold=0.05, zero_dropout=0.0)
+    layer(x, w)  # build
+    blocks = [layer.candidate(c) for c in OPTIONAL_CHOICES[1:]]
+    statistics = [v for b in blocks for v in b.non_trainable_variables]
+    start = [v.numpy() for v in statistics]
+    variables = [v.value for v in layer.trainable_variables]
+    paths = [v.path for v in layer.trainable_variables]
+
+    def gradients(naive):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, w])
+            if naive:
+                y = w[0, 0] * x + sum(w[0, k] * layer.candidates[k](x, training=True)
+                                      for k in range(1, 7) if float(w[0, k]) >= 0.05)
+            else:
+                y = layer(x, w, training=True)
+            loss = tf.reduce_sum(tf.square(y))
+        grads = tape.gradient(loss, [x, w] + variables, unconnected_gradients="zero")
+        return [y] + grads
+
+    call = tf.function(gradients, autograph=False) if compiled else gradients
+    got = [g.numpy() for g in call(False)]
+    after = [v.numpy() for v in statistics]
+    for v, value in zip(statistics, start):
+        v.assign(value)
+    want = [g.numpy() for g in gradients(True)]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # Moving statistics updated once per block that ran, as the naive sum does.
+    for a, b in zip(after, [v.numpy() for v in statistics]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # The skipped blocks got zero gradients; the others did not.
+    names = paths
+    for path, g in zip(names, got[3:]):
+        skipped = "/k3e3/" in path or "/k5e3/" in path
+        assert (np.abs(g).max() == 0) == skipped, path

@@ -48,6 +48,7 @@ from unas_keras._quiet_import import quiet_native_stderr
 KERAS_OBJECT_MODULES = (
     "unas_keras.layers.darts_cell",
     "unas_keras.layers.darts_ops",
+    "unas_keras.layers.depthwise_conv",
     "unas_keras.layers.drop_path",
     "unas_keras.layers.fused_batch_norm",
     "unas_keras.layers.mbconv",

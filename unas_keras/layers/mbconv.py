@@ -2,6 +2,7 @@
 
 import keras
 
+from unas_keras.layers.depthwise_conv import DepthwiseConv2D
 from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
 
 _CHANNEL_AXIS = -1  # channels_last only
@@ -134,7 +135,7 @@ class MBConv(keras.layers.Layer):
             self.pad = keras.layers.ZeroPadding2D(
                 correct_pad(shape[1:3], self.kernel_size), name="pad", dtype=policy)
             shape = self.pad.compute_output_shape(shape)
-        self.depthwise = keras.layers.DepthwiseConv2D(
+        self.depthwise = DepthwiseConv2D(
             self.kernel_size,
             strides=self.stride,
             padding="valid" if self.pad is not None else "same",

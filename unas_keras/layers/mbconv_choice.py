@@ -144,9 +144,10 @@ class MBConvChoice(keras.layers.Layer):
             return ops.take(op_weights[0], index) * chosen
         out_shape = None
         total = None
-        for k, op in enumerate(self.candidates):
-            column = op_weights[:, k]
-            scale = ops.reshape(column, (-1, 1, 1, 1))
+        # One reshape and one unstack give every block's [N, 1, 1, 1] weight (a slice and a reshape
+        # per block made about twice the graph nodes, and as many again in each gradient).
+        scales = ops.unstack(ops.reshape(op_weights, (-1, 1, 1, 1, len(self.choices))), axis=-1)
+        for op, scale in zip(self.candidates, scales):
 
             def branch(op=op, scale=scale):
                 return scale * op(inputs, training=training)
@@ -169,7 +170,7 @@ class MBConvChoice(keras.layers.Layer):
                 def skipped(out_shape=out_shape):
                     return ops.zeros(out_shape, dtype=inputs.dtype)
 
-                term = ops.cond(ops.max(column) >= self.skip_threshold, branch, skipped)
+                term = ops.cond(ops.max(scale) >= self.skip_threshold, branch, skipped)
             total = term if total is None else total + term
         return total
 
