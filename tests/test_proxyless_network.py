@@ -306,8 +306,9 @@ def test_search_model_hard_passes_run_chosen_blocks_with_the_same_logits():
 def test_traced_search_gradients_equal_eager_ones():
     """The search step's gradients as `fit` computes them (traced, Grappler on) equal eager ones.
 
-    A guard against graph optimisations that change values: with one `unstack` per decision in
-    `mix_weights` the traced architecture gradient differed from the eager one by 0.34.
+    A guard against graph optimisations that change values beyond rounding: on one thread, with one
+    `unstack` per decision in `mix_weights`, the traced architecture gradient differed from the eager
+    one by up to 0.52 (entries up to 7.2), where the slices agree to 8e-6.
     """
     from unas_keras.search import SearchModel
 
@@ -323,13 +324,11 @@ def test_traced_search_gradients_equal_eager_ones():
     step = tf.constant(3, tf.int64)
     eager = model.search_gradients(data, step=step)[:2]
     traced = tf.function(lambda d: model.search_gradients(d, step=step)[:2])(data)
-    # Batch normalization over 4 examples at 1x1 in the last layers amplifies rounding: traced and
-    # eager differ by up to about 0.012 in the architecture gradient (entries up to about 7); the
-    # broken graph differed by 0.34.
-    for a, b in zip(eager[0], traced[0]):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0.0, atol=0.05)
-    # Weight gradients: single entries differ by up to 0.08 (of about 5) for the same reason; compared
-    # as a whole.
-    flat = [np.concatenate([np.ravel(np.asarray(g)) for g in grads]) for grads in (eager[1], traced[1])]
-    assert np.linalg.norm(flat[1] - flat[0]) < 0.02 * np.linalg.norm(flat[0])
+    # Batch normalization over 4 examples at 1x1 in the last layers amplifies rounding, and how much
+    # depends on the thread count (reduction orders): traced and eager architecture gradients differ
+    # entry by entry by up to 0.012 on one thread and 0.15 on two (entries up to about 7); weight
+    # gradients by up to 0.08 (of about 5). So both are compared as a whole.
+    for index in (0, 1):
+        flat = [np.concatenate([np.ravel(np.asarray(g)) for g in grads[index]]) for grads in (eager, traced)]
+        assert np.linalg.norm(flat[1] - flat[0]) < 0.02 * np.linalg.norm(flat[0])
     assert any(float(np.abs(np.asarray(g)).sum()) > 0 for g in eager[0])
