@@ -11,7 +11,9 @@ the two cell inputs have stride 2.
 * `DartsSearchCell` (supernet): one op instance per (node, input, op) edge,
   shared by the node's two selector pairs; the node is
   `sum_j sum_k w[:, e(n, j), k] * op_k(h_j)` with per-example (or, N = 1,
-  per-minibatch) edge weights `w` of shape `[N, 14, K]`.
+  per-minibatch) edge weights `w` of shape `[N, 14, K]`. The edges' ops run in
+  groups of edges that read the same states (`edge_grouping`), each op once per
+  group on the stacked inputs, with the edges' parameters stacked.
 """
 
 import dataclasses
