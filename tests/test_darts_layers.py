@@ -158,6 +158,21 @@ def test_grouped_pointwise_batched_matmul_equals_grouped_convolution(monkeypatch
         GroupedPointwise(10, groups=3)
 
 
+def test_grouped_conv_probe_runs_eagerly_inside_a_trace():
+    darts_ops.grouped_conv_runs_on_cpu.cache_clear()
+    answers = []
+
+    @tf.function
+    def probe():
+        answers.append(darts_ops.grouped_conv_runs_on_cpu())
+        return tf.constant(0)
+
+    graph = probe.get_concrete_function().graph
+    assert not any(op.type == "Conv2D" for op in graph.get_operations())
+    darts_ops.grouped_conv_runs_on_cpu.cache_clear()
+    assert answers == [darts_ops.grouped_conv_runs_on_cpu()]
+
+
 def test_edge_weights_rejects_a_different_operation():
     grouped = make_op("sep_conv_3x3", C, 1, groups=2)
     grouped.build((2, 8, 8, 2 * C))

@@ -215,7 +215,7 @@ class DartsSearchCell(keras.layers.Layer):
         affine: whether batch normalizations have scale and offset (False in
             the UNAS search).
         edge_grouping: `"by_source"` (the default: four op groups per cell, the smallest graph) or
-            `"per_edge"` (one per edge: a graph about twice as large, but on CPU each op works on
+            `"per_edge"` (one per edge: a step graph about 2.5x as large, but on CPU each op works on
             smaller tensors, and the step at CIFAR sizes was faster; see README "Benchmarks").
             The two store the parameters differently, so a checkpoint holds one of them.
         **kwargs: base `Layer` arguments.
@@ -343,17 +343,19 @@ class DartsSearchCell(keras.layers.Layer):
         edge_rows = ops.unstack(ops.transpose(ops.cast(w, s1.dtype), (1, 2, 0)), axis=0)  # 14 x [K, N]
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         contributions = [[] for _ in range(NUM_NODES)]
-        for group, layers in zip(self.groups, self.group_ops):
-            # The group's sources are complete: all edges into them belong to earlier groups.
-            while len(states) < max(group.sources) + 1:
-                n = len(states) - 2
-                parts = contributions[n]
+
+        def complete_states(count):
+            """Sums the nodes' contributions into states until there are `count` states."""
+            while len(states) < count:
+                parts = contributions[len(states) - 2]
                 states.append(parts[0] if len(parts) == 1 else tf.add_n(parts))
+
+        for group, layers in zip(self.groups, self.group_ops):
+            # The groups are ordered so that every edge into a group's sources came earlier.
+            complete_states(max(group.sources) + 1)
             for n, out in zip(group.targets, self._group_output(group, layers, states, edge_rows, training)):
                 contributions[n].append(out)
-        while len(states) < NUM_NODES + 2:
-            parts = contributions[len(states) - 2]
-            states.append(parts[0] if len(parts) == 1 else tf.add_n(parts))
+        complete_states(NUM_NODES + 2)
         return ops.concatenate(states[2:], axis=-1)
 
     def compute_output_shape(self, input_shape):

@@ -115,10 +115,11 @@ def edge_weights(layer, slot, like):
 def grouped_conv_runs_on_cpu():
     """Whether TensorFlow's CPU kernel runs grouped convolutions (it does with oneDNN, the default on x86).
 
-    Probed once per process on a tiny input; the answer is a fact of the installed TensorFlow.
+    Probed once per process on a tiny input, eagerly even when first asked while a graph is traced; the
+    answer is a fact of the installed TensorFlow.
     """
     try:
-        with tf.device("/CPU:0"):
+        with tf.init_scope(), tf.device("/CPU:0"):
             tf.nn.conv2d(tf.ones((1, 1, 1, 2)), tf.ones((1, 1, 1, 2)), 1, "VALID")
     except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
         return False
