@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from unas_keras.layers.darts_ops import FactorizedReduce, ReLUConvBN, edge_weights, is_identity, make_op
+from unas_keras.layers.darts_ops import (FactorizedReduce, ReLUConvBN, edge_weights, has_parameters,
+                                         is_identity, make_op)
 from unas_keras.layers.drop_path import DropPath
 from unas_keras.space.darts import EDGE_GROUPINGS, NUM_NODES, edge_index, num_edges, resolve_ops
 
@@ -182,10 +183,6 @@ def _edge_groups(reduction, grouping="by_source"):
     return tuple(groups)
 
 
-def _has_parameters(op_name, stride):
-    return op_name not in ("none", "max_pool_3x3", "avg_pool_3x3") and not is_identity(op_name, stride)
-
-
 @keras.saving.register_keras_serializable(package="unas_keras")
 class DartsSearchCell(keras.layers.Layer):
     """The factorized input/operation selector cell of the UNAS supernet.
@@ -243,7 +240,7 @@ class DartsSearchCell(keras.layers.Layer):
             for op_name in self.op_names:
                 if op_name == "none":
                     layers.append(None)
-                elif _has_parameters(op_name, group.stride):
+                elif has_parameters(op_name, group.stride):
                     layers.append(make_op(op_name, channels, group.stride, affine, name=f"{group.name}_{op_name}",
                                           groups=len(group.edges)))
                 else:
@@ -280,7 +277,7 @@ class DartsSearchCell(keras.layers.Layer):
         state_shape = tuple(self.preprocess1.compute_output_shape(s1_shape))
         for group, layers in zip(self.groups, self.group_ops):
             for op_name, layer in zip(self.op_names, layers):
-                if _has_parameters(op_name, group.stride):
+                if has_parameters(op_name, group.stride):
                     layer.build(state_shape[:3] + (len(group.edges) * self.channels,))
                 elif layer is not None:
                     layer.build(state_shape[:3] + (len(group.sources) * self.channels,))
@@ -310,7 +307,7 @@ class DartsSearchCell(keras.layers.Layer):
         for op_name, layer, weight in zip(self.op_names, layers, self._group_weights(edge_rows, group)):
             if layer is None:
                 continue
-            per_edge = _has_parameters(op_name, group.stride)
+            per_edge = has_parameters(op_name, group.stride)
 
             def weighted(weight, layer=layer, per_edge=per_edge):
                 if per_edge:

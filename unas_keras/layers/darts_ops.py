@@ -488,6 +488,11 @@ def is_identity(op_name, stride):
     return op_name == "skip_connect" and stride == 1
 
 
+def has_parameters(op_name, stride):
+    """Whether `make_op(op_name, ..., stride)` has parameters (one set per edge when grouped)."""
+    return op_name not in ("none", "max_pool_3x3", "avg_pool_3x3") and not is_identity(op_name, stride)
+
+
 def make_op(op_name, channels, stride=1, affine=True, name=None, groups=1):
     """Builds the DARTS operation `op_name` as a Keras layer.
 
