@@ -81,6 +81,27 @@ def test_make_train_function_runs_a_step_function_like_fit():
     assert np.abs(after).mean() < np.abs(before).mean()  # the optimizer stepped towards y = 0
 
 
+def _call_config(function):
+    """The Grappler settings a call of `function` gets: those of its call op in a traced caller."""
+    from tensorflow.core.protobuf import config_pb2
+
+    caller = tf.function(lambda: function()).get_concrete_function()
+    (call,) = [op for op in caller.graph.get_operations() if "PartitionedCall" in op.type]
+    return config_pb2.ConfigProto.FromString(call.get_attr("config_proto")).graph_options.rewrite_options
+
+
+def test_function_rewrite_options_apply_to_calls_inside_the_block_only():
+    function = tf.function(lambda: tf.constant(2.0) * 3.0)
+    with _compat.function_rewrite_options({"memory_optimization": "NO_MEM_OPT", "remapping": "OFF"}):
+        inside = _call_config(function)
+        assert float(function()) == 6.0
+    outside = _call_config(function)
+    assert inside.memory_optimization == inside.NO_MEM_OPT and inside.remapping == inside.OFF
+    assert outside.memory_optimization == outside.DEFAULT_MEM_OPT and outside.remapping == outside.DEFAULT
+    with _compat.function_rewrite_options(None):
+        assert _call_config(function) == outside
+
+
 def test_op_determinism_query_and_disable():
     was_on = _compat.is_op_determinism_enabled()
     try:

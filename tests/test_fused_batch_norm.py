@@ -63,5 +63,35 @@ def test_one_graph_node_for_the_normalisation():
     graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function(
         tf.TensorSpec((4, 3, 3, 2), tf.float32)).graph
     types = [op.type for op in graph.get_operations()]
-    assert types.count("FusedBatchNormV3") == 1
+    assert types.count("FusedBatchNorm") == 1
     assert "Mean" not in types and "SquaredDifference" not in types
+
+
+def test_gradient_fills_no_zeros_for_the_unused_outputs():
+    # A tape fills the unused output gradients of FusedBatchNormV3 with zeros (five nodes per layer and
+    # pass); those of FusedBatchNorm it leaves out.
+    layer = FusedBatchNormalization()
+    layer.build((4, 3, 3, 2))
+
+    def loss_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True))
+        return tape.gradient(loss, [x] + layer.trainable_weights)
+
+    graph = tf.function(loss_gradient).get_concrete_function(tf.TensorSpec((4, 3, 3, 2), tf.float32)).graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count("FusedBatchNormGrad") == 1
+    assert "ZerosLike" not in types and "Fill" not in types
+
+
+def test_half_precision_inputs_use_the_mixed_precision_op():
+    x = np.random.default_rng(2).normal(1.0, 2.0, (4, 3, 3, 2)).astype("float32")
+    reference = keras.layers.BatchNormalization(momentum=0.9)
+    fused = FusedBatchNormalization(momentum=0.9, dtype="mixed_float16")
+    graph = tf.function(lambda v: fused(v, training=True)).get_concrete_function(
+        tf.TensorSpec((4, 3, 3, 2), tf.float16)).graph
+    assert "FusedBatchNormV3" in [op.type for op in graph.get_operations()]
+    y_fused = fused(tf.constant(x, tf.float16), training=True)
+    assert y_fused.dtype == tf.float16
+    np.testing.assert_allclose(np.asarray(y_fused, np.float32), reference(x, training=True), atol=1e-2)

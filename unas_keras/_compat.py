@@ -11,6 +11,8 @@ modules are imported inside the functions that need them: the Keras-only layers 
 and a moved private module must break only the feature that uses it.
 """
 
+import contextlib
+
 
 def flatten_layers(layer, include_self=True, recursive=True):
     """Every layer nested in `layer`, each once, depth first (`layer` itself first if `include_self`).
@@ -88,6 +90,39 @@ def convert_variables_to_constants(concrete_function):
     return convert_to_constants.convert_variables_to_constants_v2(concrete_function)
 
 
+@contextlib.contextmanager
+def function_rewrite_options(rewrite_options):
+    """Calls of `tf.function`s inside the block are optimised with these Grappler settings.
+
+    `rewrite_options` maps fields of TensorFlow's `RewriterConfig` proto to the names of their enum
+    values (e.g. `{"memory_optimization": "NO_MEM_OPT"}`); None or empty changes nothing. A function
+    is optimised once per distinct setting, at its first call with it, so a caller uses the same
+    settings at every call. Other threads and calls outside the block keep theirs.
+
+    Why private (`tensorflow.python.eager.context.FunctionCallOptions`): the public
+    `tf.config.optimizer.set_experimental_options` changes the settings of every function in the
+    process, for the rest of the process; the per-call options are what `tf.function` itself reads.
+    """
+    if not rewrite_options:
+        yield
+        return
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    saved = ctx.function_call_options
+    config = config_pb2.ConfigProto.FromString(saved.config_proto_serialized)
+    rewriter = config.graph_options.rewrite_options
+    for name, value in rewrite_options.items():
+        setattr(rewriter, name, rewriter.DESCRIPTOR.fields_by_name[name].enum_type.values_by_name[value].number)
+    ctx.function_call_options = context.FunctionCallOptions(executor_type=saved.executor_type,
+                                                            config_proto=config)
+    try:
+        yield
+    finally:
+        ctx.function_call_options = saved
+
+
 def keras_correct_pad(inputs, kernel_size):
     """Keras' padding for a strided "valid" convolution in its MobileNet applications (tests only).
 
@@ -105,6 +140,7 @@ __all__ = [
     "convert_variables_to_constants",
     "disable_op_determinism",
     "flatten_layers",
+    "function_rewrite_options",
     "is_op_determinism_enabled",
     "keras_correct_pad",
     "make_train_function",

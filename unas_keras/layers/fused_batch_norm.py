@@ -15,8 +15,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     normalizations per forward pass and a search step runs several passes, so
     those ops make graphs of hundreds of thousands of nodes that take minutes
     and gigabytes to trace and optimise. This layer computes the same output
-    with `FusedBatchNormV3` (one op forward, one op backward, oneDNN on CPU)
-    and lets the same op update the moving statistics.
+    with one fused op (`FusedBatchNorm`, or `FusedBatchNormV3` for float16 and
+    bfloat16 inputs; one op forward, one op backward, oneDNN on CPU) and lets
+    the same op update the moving statistics.
 
     Differences from the parent class, in training mode only: the moving
     variance is updated with the unbiased batch variance (as PyTorch and the
@@ -49,7 +50,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.constant(np.ones(channels, np.float32))
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.constant(np.zeros(channels, np.float32))
         x = inputs if inputs.dtype in (tf.float16, tf.bfloat16, tf.float32) else tf.cast(inputs, tf.float32)
-        outputs, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+        # The first version of the op for float32: a gradient tape fills the unused output gradients of
+        # FusedBatchNormV3 (batch statistics, reserve spaces) with zeros, five nodes per normalization
+        # in every pass, and accepts None for those of FusedBatchNorm only. Same kernels on CPU (oneDNN) and
+        # GPU (cuDNN); V3 takes float16 / bfloat16 inputs.
+        fused = tf.raw_ops.FusedBatchNorm if x.dtype == tf.float32 else tf.raw_ops.FusedBatchNormV3
+        outputs, moving_mean, moving_variance, *_ = fused(
             x=x,
             scale=scale,
             offset=offset,

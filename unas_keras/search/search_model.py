@@ -48,10 +48,11 @@ import tensorflow as tf
 from keras import ops
 
 from unas_keras import _compat
-from unas_keras._validate import check_float, check_int
+from unas_keras._validate import check_choice, check_float, check_int
 from unas_keras import estimators as estimators_lib
 from unas_keras.config.search_config import RELEASE_LATENCY_RAMP_STEPS, SAMPLINGS, SearchConfig
 from unas_keras.networks.supernet import Supernet
+from unas_keras.search import graph_optimization as graph_optimization_lib
 from unas_keras.search import objectives as objectives_lib
 from unas_keras.search import passes as passes_lib
 from unas_keras.search.distribution import ArchitectureDistribution
@@ -149,6 +150,12 @@ class SearchModel(keras.Model):
             for one more forward pass; the gradients are unchanged. None (the
             default) enables it unless the supernet has dropout layers (a
             second pass would draw other dropout noise).
+        graph_optimization: how TensorFlow's graph optimiser treats the
+            traced step: `"auto"` (the default: a lean set of passes on a
+            CPU-only host, TensorFlow's defaults where a GPU or TPU is
+            visible), `"lean"` or `"full"`; see
+            `unas_keras.search.graph_optimization`. The step's results do not
+            depend on it; its first-call time and memory do.
         **kwargs: `keras.Model` arguments (e.g. `name`).
 
     Attributes:
@@ -167,7 +174,8 @@ class SearchModel(keras.Model):
                  temperature=_DEFAULT("temperature"), soften_eps=0.0, sampling="per_example", warmup_steps=0,
                  latency=None, target_latency_ms=None, latency_lambda=_DEFAULT("latency_lambda"),
                  latency_ramp_steps=RELEASE_LATENCY_RAMP_STEPS, weight_clipnorm=_DEFAULT("weight_clipnorm"),
-                 seed=_DEFAULT("seed"), baseline_decay=0.9, recompute_val_pass=None, **kwargs):
+                 seed=_DEFAULT("seed"), baseline_decay=0.9, recompute_val_pass=None, graph_optimization="auto",
+                 **kwargs):
         kwargs.setdefault("name", "search_model")
         super().__init__(**kwargs)
         _check_supernet(supernet)
@@ -194,6 +202,8 @@ class SearchModel(keras.Model):
         self.latency_ramp_steps = check_int(latency_ramp_steps, "latency_ramp_steps", 0)
         self.weight_clipnorm = check_float(weight_clipnorm, "weight_clipnorm", allow_none=True) or None
         self.seed = check_int(seed, "seed", 0)
+        self.graph_optimization = check_choice(graph_optimization, "graph_optimization",
+                                               graph_optimization_lib.GRAPH_OPTIMIZATIONS)
 
         if recompute_val_pass is None:
             recompute_val_pass = not _has_dropout(supernet)
@@ -332,6 +342,7 @@ class SearchModel(keras.Model):
             "seed": self.seed,
             "baseline_decay": self.baseline_decay,
             "recompute_val_pass": self.recompute_val_pass,
+            "graph_optimization": self.graph_optimization,
         }
 
     @classmethod
@@ -387,8 +398,9 @@ class SearchModel(keras.Model):
         Under `tf.distribute` a synchronisation point (gradient all-reduce, optimizer update) cannot
         sit inside a `tf.cond`, so each phase has its own traced function, chosen in Python before
         each execution from `search_step` (with `steps_per_execution > 1` the switch happens at the
-        first execution that starts after warm-up). `fit` (`make_train_function`) and the custom
-        distributed loop both use this.
+        first execution that starts after warm-up). Both run with the Grappler settings of
+        `graph_optimization`. `fit` (`make_train_function`) and the custom distributed loop both use
+        this.
 
         Args:
             make_function: `warmup (bool) -> function(iterator)`, e.g. a traced
@@ -398,12 +410,13 @@ class SearchModel(keras.Model):
             `function(iterator)`.
         """
         search_function = make_function(False)
-        if self.warmup_steps == 0:
-            return search_function
-        warmup_function = make_function(True)
+        warmup_function = make_function(True) if self.warmup_steps else None
+        rewrite_options = graph_optimization_lib.rewrite_options(self.graph_optimization)
 
         def function(iterator):
-            return (warmup_function if self.in_warmup() else search_function)(iterator)
+            chosen = warmup_function if warmup_function is not None and self.in_warmup() else search_function
+            with _compat.function_rewrite_options(rewrite_options):
+                return chosen(iterator)
 
         return function
 
