@@ -20,7 +20,7 @@ Prints one JSON object as its last line: impl, space, batch_size, median_step_s,
 min_step_s, step_s, peak_rss_mb (the whole process, tracing included),
 steps_peak_rss_mb (peak during the timed steps only, Linux), rss_before_steps_mb,
 warmup_step_s (the first is tracing + graph optimisation), supernet_params,
-threads, versions, ...
+threads, graph_optimization, versions, ...
 """
 
 import argparse
@@ -62,6 +62,8 @@ def _parse(argv):
     parser.add_argument("--width_multiplier", type=float, default=1.0, help="proxyless width")
     parser.add_argument("--skip_threshold", type=float, default=None,
                         help="supernet skip threshold (default: the supernet's own)")
+    parser.add_argument("--graph_optimization", default="auto", choices=("auto", "lean", "full"),
+                        help="Grappler settings of the step (SearchModel graph_optimization)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--count_nodes", action="store_true",
@@ -141,7 +143,8 @@ def main(argv=None):
     shape = (args.resolution, args.resolution, 3)
     supernet = build_supernet(args.space, args.num_classes, shape, **options)
     model = SearchModel(supernet, estimator=args.estimator, objective=args.objective,
-                        sampling=args.sampling, soften_eps=args.soften_eps, seed=args.seed)
+                        sampling=args.sampling, soften_eps=args.soften_eps, seed=args.seed,
+                        graph_optimization=args.graph_optimization)
     # The paper's optimizers, unscaled (batch = lr_reference_batch), over 1,000 steps.
     config = SearchConfig.resolve(space=args.space, dataset="cifar10", epochs=1000, warmup_epochs=0,
                                   batch_size=int(SearchConfig.default("lr_reference_batch")))
@@ -202,6 +205,7 @@ def main(argv=None):
         "sampling": args.sampling,
         "skip_threshold": getattr(supernet, "skip_threshold", None),
         "edge_grouping": getattr(supernet, "edge_grouping", None),
+        "graph_optimization": args.graph_optimization,
         "final_loss": round(logs.get("loss", float("nan")), 4),
         **graph,
         "tensorflow": tf.__version__,

@@ -94,8 +94,9 @@ def convert_variables_to_constants(concrete_function):
 def function_rewrite_options(rewrite_options):
     """Calls of `tf.function`s inside the block are optimised with these Grappler settings.
 
-    `rewrite_options` maps fields of TensorFlow's `RewriterConfig` proto to the names of their enum
-    values (e.g. `{"memory_optimization": "NO_MEM_OPT"}`); None or empty changes nothing. A function
+    `rewrite_options` maps fields of TensorFlow's `RewriterConfig` proto to values, enum values by
+    name (e.g. `{"memory_optimization": "NO_MEM_OPT", "disable_tfg_optimizer": True}`); None or empty
+    changes nothing. A function
     is optimised once per distinct setting, at its first call with it, so a caller uses the same
     settings at every call. Other threads and calls outside the block keep theirs.
 
@@ -114,7 +115,8 @@ def function_rewrite_options(rewrite_options):
     config = config_pb2.ConfigProto.FromString(saved.config_proto_serialized)
     rewriter = config.graph_options.rewrite_options
     for name, value in rewrite_options.items():
-        setattr(rewriter, name, rewriter.DESCRIPTOR.fields_by_name[name].enum_type.values_by_name[value].number)
+        enum = rewriter.DESCRIPTOR.fields_by_name[name].enum_type
+        setattr(rewriter, name, enum.values_by_name[value].number if enum is not None else value)
     ctx.function_call_options = context.FunctionCallOptions(executor_type=saved.executor_type,
                                                             config_proto=config)
     try:

@@ -22,7 +22,7 @@ from unas_keras._validate import check_choice
 #: Accepted values of `SearchModel(graph_optimization=...)`.
 GRAPH_OPTIMIZATIONS = ("auto", "lean", "full")
 
-# Grappler settings of "lean": `RewriterConfig` field -> enum value name.
+# Grappler settings of "lean": `RewriterConfig` field -> value (enum values by name).
 _LEAN = {
     "meta_optimizer_iterations": "ONE",
     "memory_optimization": "NO_MEM_OPT",
@@ -30,6 +30,7 @@ _LEAN = {
     "remapping": "OFF",
     "loop_optimization": "OFF",
     "implementation_selector": "OFF",
+    "disable_tfg_optimizer": True,
 }
 
 
@@ -46,7 +47,7 @@ def rewrite_options(graph_optimization):
             "auto" ("lean" unless the process sees a GPU or TPU).
 
     Returns:
-        `{RewriterConfig field: enum value name}`, or None for TensorFlow's defaults.
+        `{RewriterConfig field: value}` (enum values by name), or None for TensorFlow's defaults.
 
     Raises:
         ValueError: an unknown `graph_optimization`.
