@@ -160,6 +160,8 @@ class SearchModel(keras.Model):
             iteration runs.
         search_step: non-trainable int64 variable counting iterations (seeds,
             warm-up and ramps derive from it; restored from checkpoints).
+        seed_variable: non-trainable int64 variable holding `seed` (modulo
+            2**31 - 1), read by the traced step.
     """
 
     def __init__(self, supernet, estimator=_DEFAULT("estimator"), objective=_DEFAULT("objective"),
@@ -219,6 +221,11 @@ class SearchModel(keras.Model):
         self.search_step = self.add_weight(
             name="search_step", shape=(), dtype="int64", initializer="zeros", trainable=False,
             aggregation="only_first_replica")
+        # The noise seed is a variable, not a constant of the traced step: a model reused for another
+        # search (`unas_keras.search.model_cache`) takes that search's seed with its other variables.
+        self.seed_variable = self.add_weight(
+            name="seed", shape=(), dtype="int64", initializer=keras.initializers.Constant(self.seed % (2**31 - 1)),
+            trainable=False, aggregation="only_first_replica")
         # The estimator's own state (REINFORCE: its baseline), created in this (distribution) scope and
         # tracked here so that it is checkpointed with the model.
         with keras.name_scope(self.name):
@@ -352,7 +359,7 @@ class SearchModel(keras.Model):
     # ------------------------------------------------------------ seeds
     def step_seed(self, step, replica_id=0):
         """The stateless seed `[2]` (int32) of iteration `step` on replica `replica_id`."""
-        key = tf.constant([self.seed % (2**31 - 1), _SEED_SALT], dtype=tf.int64)
+        key = tf.stack([tf.convert_to_tensor(self.seed_variable.value), tf.constant(_SEED_SALT, tf.int64)])
         key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
         key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
         return tf.cast(tf.math.floormod(key, 2**31 - 1), tf.int32)
