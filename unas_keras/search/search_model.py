@@ -221,16 +221,16 @@ class SearchModel(keras.Model):
         self.search_step = self.add_weight(
             name="search_step", shape=(), dtype="int64", initializer="zeros", trainable=False,
             aggregation="only_first_replica")
-        # The noise seed is a variable, not a constant of the traced step: a model reused for another
-        # search (`unas_keras.search.model_cache`) takes that search's seed with its other variables.
-        self.seed_variable = self.add_weight(
-            name="seed", shape=(), dtype="int64", initializer=keras.initializers.Constant(self.seed % (2**31 - 1)),
-            trainable=False, aggregation="only_first_replica")
         # The estimator's own state (REINFORCE: its baseline), created in this (distribution) scope and
         # tracked here so that it is checkpointed with the model.
         with keras.name_scope(self.name):
             self.estimator.create_state()
         self._estimator_variables = list(self.estimator.variables)
+        # The noise seed is a variable, not a constant of the traced step: a model reused for another
+        # search (`unas_keras.search.model_cache`) takes that search's seed with its other variables.
+        self.seed_variable = self.add_weight(
+            name="seed", shape=(), dtype="int64", initializer=keras.initializers.Constant(self.seed % (2**31 - 1)),
+            trainable=False, aggregation="only_first_replica")
         names = _METRICS + (_LATENCY_METRICS if latency is not None else ())
         self._trackers = [keras.metrics.Mean(name=name) for name in names]
         self._tracker_by_name = {t.name: t for t in self._trackers}
