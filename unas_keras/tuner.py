@@ -30,6 +30,15 @@ best_arch = tuner.get_best_architectures(num=1)[0]
 best_model = tuner.get_best_models(num=1)[0]
 ```
 
+Trial cost. Before a search's first step TensorFlow traces and optimises the supernet's step, once for
+the warm-up and once for the search phase; on a short search that is most of the time (a minute or more
+for a DARTS supernet on a CPU). The tuner keeps the last trial's compiled search model in memory
+(`reuse_search_model=True`, see `unas_keras.search.model_cache`): a trial whose search has the same
+graph (the same settings and data shapes; trials that differ only by seed always do) runs on it with its
+own fresh initial state and skips the trace, with the same results as on a new model. A trial with other
+hyper-parameter values (`gen_gap_lambda`, learning rates, ...), another Hyperband budget or a latency
+target builds and traces its own model.
+
 Project folder (`directory/project_name`): keras-tuner's `oracle.json` and `tuner0.json`, and one
 `trial_<id>/` folder per trial holding keras-tuner's `trial.json`, the search's output folder `search/`
 (architecture.json, distribution.json, history.json, run.json, logs; checkpoints are removed once the
