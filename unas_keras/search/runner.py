@@ -225,7 +225,8 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
             process (`UNASTuner` passes one): a search whose traced step would be the same as the cached
             model's (same settings and data shapes; the seed may differ) runs on that model, with this
             search's fresh initial state, and skips the trace. Not used with a latency model or the
-            custom distributed loop. The results are those of a search on a new model.
+            custom distributed loop. The results are those of a search on a new model; the returned
+            `SearchResult.model` is then the cached model, which the next search of the cache overwrites.
 {options}
         **options: also the supernet options of the space ({space_options}).
 
