@@ -54,7 +54,8 @@ def trace_counter(monkeypatch):
 
 
 def _search(out, cache, seed, **overrides):
-    keras.backend.clear_session()  # as the tuner does before each trial
+    if cache is None:
+        keras.backend.clear_session()  # as the tuner does before each trial when it does not reuse
     return runner.search(output_dir=str(out), seed=seed, model_cache=cache, **dict(TINY, **overrides))
 
 

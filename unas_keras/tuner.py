@@ -576,9 +576,10 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if os.path.exists(result_path) and os.path.exists(os.path.join(trial_dir, _WEIGHTS_FILE)):
             # Scored before an interruption that came before the oracle recorded it.
             return dict(checkpoint_lib.read_json(result_path)["metrics"])
-        # Drop the previous trial's models (Keras' global state; a cached search model stays in
-        # self._model_cache, traced functions included).
-        keras.backend.clear_session()
+        if not self.reuse_search_model:
+            # Drop the previous trial's models. Not when reusing: clear_session also clears TensorFlow's
+            # kernel cache, and the reused search step would be optimised and instantiated again.
+            keras.backend.clear_session()
         started = time.time()
         try:
             search_kwargs, train_values, seed = self._trial_search_kwargs(trial, train_data, epochs)
@@ -616,7 +617,8 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         latency = scoring.LatencySettings(self.latency_threads, self.latency_runs) if self.measure_latency else None
         score = scoring.score_architecture(architecture, train_ds, val_ds, num_classes=info.num_classes,
                                            input_shape=info.input_shape, steps_per_epoch=steps, recipe=recipe,
-                                           network_options=network_options, seed=seed, latency=latency)
+                                           network_options=network_options, seed=seed, latency=latency,
+                                           keep_kernel_cache=self.reuse_search_model)
         record = {"model": {"num_classes": int(info.num_classes), "input_shape": list(info.input_shape),
                             "network_options": network_options},
                   "training": {"epochs": recipe.epochs, "steps_per_epoch": steps, "batch_size": batch_size,

@@ -276,8 +276,10 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
         effective_seed = (previous or {}).get("effective_seed")
         if effective_seed is None:
             effective_seed = random.SystemRandom().randrange(2**31 - 1)
-    else:
+    elif model_cache is None:
         keras.utils.set_random_seed(effective_seed)
+    else:  # the same seeding, without dropping the cached model's instantiated step functions
+        _compat.set_random_seed_keeping_functions(effective_seed)
     if deterministic is None:
         deterministic = cfg.seed is not None and not _uses_gpu(strategy)
     if deterministic:
