@@ -165,3 +165,23 @@ def test_advancing_collective_keys_lets_a_second_strategy_all_reduce_another_sha
     # The control: without it the second strategy reuses the first one's collective keys.
     plain = run("plain")
     assert plain.returncode != 0 and "Shape mismatch in the collective instance" in plain.stderr, plain.stderr
+
+
+def test_set_random_seed_keeping_functions_seeds_like_keras():
+    import random
+
+    import numpy as np
+    import tensorflow as tf
+
+    def draws():
+        shuffled = list(tf.data.Dataset.range(20).shuffle(20).as_numpy_iterator())  # op seed from the global one
+        return (random.random(), float(np.random.rand()), keras.ops.convert_to_numpy(keras.random.uniform((3,))).tolist(),
+                keras.ops.convert_to_numpy(keras.initializers.GlorotUniform()((2, 2))).tolist(), shuffled)
+
+    keras.utils.set_random_seed(11)
+    expected = draws()
+    _compat.set_random_seed_keeping_functions(7)
+    other = draws()
+    _compat.set_random_seed_keeping_functions(11)
+    assert draws() == expected
+    assert other != expected

@@ -69,6 +69,7 @@ def _tiny_tuner(directory, max_trials=2, **kwargs):
     (dict(tuner_objective="f1"), "tuner_objective"),
     (dict(train_epochs=0), "train_epochs"),
     (dict(seeds=[]), "seeds"),
+    (dict(reuse_search_model=1), "reuse_search_model"),
     (dict(oracle=keras_tuner.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=2), max_trials=2),
      "oracle"),
 ])
@@ -238,6 +239,19 @@ def test_explicit_validation_arrays_are_normalised_like_the_training_data():
     assert abs(float(images.mean())) < 0.1 and 0.8 < float(images.std()) < 1.2
     with pytest.raises(ValueError, match="classes"):
         tuner_lib._explicit_validation_dataset((x[:20], np.full(20, 12)), info, 16, None)
+
+
+@pytest.mark.slow
+def test_trials_share_one_model_cache_unless_reuse_is_off(tmp_path, fake_search):
+    from unas_keras.search.model_cache import ModelCache
+
+    calls, _ = fake_search
+    _tiny_tuner(tmp_path / "reuse", measure_latency=False).search("digits", epochs=2, verbose=0)
+    assert len(calls) == 2
+    assert isinstance(calls[0]["model_cache"], ModelCache) and calls[1]["model_cache"] is calls[0]["model_cache"]
+    _tiny_tuner(tmp_path / "off", max_trials=1, measure_latency=False,
+                reuse_search_model=False).search("digits", epochs=2, verbose=0)
+    assert len(calls) == 3 and calls[2]["model_cache"] is None
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from typing import Any, Dict
 
 import keras
 
+from unas_keras import _compat
 from unas_keras import profile as profile_lib
 from unas_keras import training
 from unas_keras.networks import build_model
@@ -64,7 +65,8 @@ class Score:
 
 def score_architecture(architecture, train_batches, val_batches, *, num_classes, input_shape, steps_per_epoch,
                        recipe, network_options=None, seed=0, strategy=None, callbacks=(), backup=None,
-                       on_start=None, validate_each_epoch=False, verbose=0, count_macs=True, latency=None):
+                       on_start=None, validate_each_epoch=False, verbose=0, count_macs=True, latency=None,
+                       keep_kernel_cache=False):
     """Builds an architecture's derived network, trains it with `recipe`, evaluates and profiles it.
 
     The sequence: seed (`keras.utils.set_random_seed(seed)`), `build_model` and `recipe.compile` (in
@@ -93,6 +95,9 @@ def score_architecture(architecture, train_batches, val_batches, *, num_classes,
         validate_each_epoch: evaluate on `val_batches` at each epoch end too (`val_*` logs for callbacks).
         verbose: `fit`'s verbosity.
         count_macs: count the multiply-adds.
+        keep_kernel_cache: seed without clearing TensorFlow's kernel cache
+            (`_compat.set_random_seed_keeping_functions`, the same seeds): a search step traced earlier in
+            the process and reused later (`UNASTuner`'s trials) stays instantiated.
         latency: `LatencySettings` to time the network with LiteRT, or None.
 
     Returns:
@@ -102,7 +107,10 @@ def score_architecture(architecture, train_batches, val_batches, *, num_classes,
         ValueError: bad settings, or empty evaluation data.
     """
     network_options = dict(network_options or {})
-    keras.utils.set_random_seed(seed)
+    if keep_kernel_cache:
+        _compat.set_random_seed_keeping_functions(seed)
+    else:
+        keras.utils.set_random_seed(seed)
     with _scope(strategy):
         model = build_model(architecture, num_classes, input_shape, **network_options)
         recipe.compile(model, steps_per_epoch)

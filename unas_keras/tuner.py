@@ -30,6 +30,15 @@ best_arch = tuner.get_best_architectures(num=1)[0]
 best_model = tuner.get_best_models(num=1)[0]
 ```
 
+Trial cost. Before a search's first step TensorFlow traces and optimises the supernet's step, once for
+the warm-up and once for the search phase; on a short search that is most of the time (a minute or more
+for a DARTS supernet on a CPU). The tuner keeps the last trial's compiled search model in memory
+(`reuse_search_model=True`, see `unas_keras.search.model_cache`): a trial whose search has the same
+graph (the same settings and data shapes; trials that differ only by seed always do) runs on it with its
+own fresh initial state and skips the trace, with the same results as on a new model. A trial with other
+hyper-parameter values (`gen_gap_lambda`, learning rates, ...), another Hyperband budget or a latency
+target builds and traces its own model.
+
 Project folder (`directory/project_name`): keras-tuner's `oracle.json` and `tuner0.json`, and one
 `trial_<id>/` folder per trial holding keras-tuner's `trial.json`, the search's output folder `search/`
 (architecture.json, distribution.json, history.json, run.json, logs; checkpoints are removed once the
@@ -98,12 +107,19 @@ def _search_config(search_kwargs, data_dir):
     return SearchConfig.resolve(data_dir=data_dir, **search_kwargs).to_dict()
 
 
-def _run_search(search_kwargs, output_dir, strategy, verbose, data_dir):
+def _new_model_cache():
+    """A `unas_keras.search.model_cache.ModelCache` for the trials' searches."""
+    from unas_keras.search import model_cache
+
+    return model_cache.ModelCache()
+
+
+def _run_search(search_kwargs, output_dir, strategy, verbose, data_dir, model_cache):
     """Runs one UNAS search (`unas_keras.search`) into `output_dir`; returns its `SearchResult`."""
     from unas_keras.search import runner
 
     return runner.search(output_dir=output_dir, strategy=strategy, verbose=verbose, data_dir=data_dir,
-                         **search_kwargs)
+                         model_cache=model_cache, **search_kwargs)
 
 
 def _profile_warmup_epochs(space_spec, train_data):
@@ -373,6 +389,11 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         latency_runs: timed invocations per measurement.
         keep_search_checkpoints: keep each search's `checkpoints/` folder after the trial is scored.
         search_verbose: verbosity of each search (0, 1 or 2; default: 0 when the tuner is quiet, else 1).
+        reuse_search_model: keep the last trial's compiled search model, with its traced step, in memory
+            and run the next trial on it when its search has the same graph (the same settings and data
+            shapes; trials that differ only by seed always do): that trial skips the trace, which is most
+            of a short search's time, and gets the same results as on a new model (see
+            `unas_keras.search.model_cache`). False builds and traces every trial's model anew.
         **options: fixed search settings (`temperature`, `gen_gap_lambda`, `soften_eps`, `sampling`,
             `pair_penalty`, `weight_lr`, `arch_lr`, `latency_lambda`, `resolution`, `image_channels`,
             `val_fraction`, `augment`, ...) and space options (darts `ops`, `init_channels`, `num_cells`;
@@ -390,7 +411,7 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
                  target_latency_ms=None, strategy=None, data_dir=None, train_epochs=None, train_batch_size=None,
                  train_steps_per_epoch=None, train_learning_rate=0.05, network_options=None,
                  measure_latency=True, latency_threads=1, latency_runs=20, keep_search_checkpoints=False,
-                 search_verbose=None, **options):
+                 search_verbose=None, reuse_search_model=True, **options):
         self._space_spec = _check_search_settings(space, objective, estimator, options)
         seeds = _check_seeds(seeds)
         if seeds is not None and hyperparameters is not None and "seed" in hyperparameters:
@@ -419,6 +440,10 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         self.latency_runs = check_int(latency_runs, "latency_runs", 1)
         self.keep_search_checkpoints = bool(keep_search_checkpoints)
         self.search_verbose = search_verbose
+        if not isinstance(reuse_search_model, bool):
+            raise ValueError(f"reuse_search_model must be True or False, got {reuse_search_model!r}.")
+        self.reuse_search_model = reuse_search_model
+        self._model_cache = None  # created by the first trial that runs a search
         self.options = dict(options)
         self._data_settings = None  # recorded by the first search() of the project
 
@@ -551,14 +576,19 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if os.path.exists(result_path) and os.path.exists(os.path.join(trial_dir, _WEIGHTS_FILE)):
             # Scored before an interruption that came before the oracle recorded it.
             return dict(checkpoint_lib.read_json(result_path)["metrics"])
-        keras.backend.clear_session()  # drop the previous trial's models and traced functions
+        if not self.reuse_search_model:
+            # Drop the previous trial's models. Not when reusing: clear_session also clears TensorFlow's
+            # kernel cache, and the reused search step would be optimised and instantiated again.
+            keras.backend.clear_session()
         started = time.time()
         try:
             search_kwargs, train_values, seed = self._trial_search_kwargs(trial, train_data, epochs)
             cfg = _search_config(search_kwargs, self.data_dir)
             search_verbose = self.search_verbose if self.search_verbose is not None else min(int(verbose), 1)
+            if self.reuse_search_model and self._model_cache is None:
+                self._model_cache = _new_model_cache()
             architecture = _run_search(search_kwargs, os.path.join(trial_dir, _SEARCH_DIR), self.strategy,
-                                       search_verbose, self.data_dir).architecture
+                                       search_verbose, self.data_dir, self._model_cache).architecture
             score, record = self._score(architecture, cfg, train_data, validation_data, seed, train_values)
         except keras_tuner.errors.FatalError:
             raise
@@ -587,7 +617,8 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         latency = scoring.LatencySettings(self.latency_threads, self.latency_runs) if self.measure_latency else None
         score = scoring.score_architecture(architecture, train_ds, val_ds, num_classes=info.num_classes,
                                            input_shape=info.input_shape, steps_per_epoch=steps, recipe=recipe,
-                                           network_options=network_options, seed=seed, latency=latency)
+                                           network_options=network_options, seed=seed, latency=latency,
+                                           keep_kernel_cache=self.reuse_search_model)
         record = {"model": {"num_classes": int(info.num_classes), "input_shape": list(info.input_shape),
                             "network_options": network_options},
                   "training": {"epochs": recipe.epochs, "steps_per_epoch": steps, "batch_size": batch_size,

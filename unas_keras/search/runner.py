@@ -35,6 +35,7 @@ from unas_keras.networks import build_supernet
 from unas_keras.search import callbacks as callbacks_lib
 from unas_keras.search import checkpoint as checkpoint_lib
 from unas_keras.search import distributed
+from unas_keras.search import model_cache as model_cache_lib
 from unas_keras.search import objectives
 from unas_keras.search import pictures
 from unas_keras.search import schedules
@@ -180,25 +181,13 @@ def _log_callback(log_dir):
     return keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, update_freq="epoch")
 
 
-def _state_variables(model, optimizers):
-    """Every variable a checkpoint must hold, in a fixed order, without duplicates."""
-    seen, out = set(), []
-    everything = (list(model.variables) + list(model.metrics_variables)
-                  + [v for opt in optimizers for v in opt.variables])
-    for var in everything:
-        if id(var) not in seen:
-            seen.add(id(var))
-            out.append(var)
-    return out
-
-
 _D = SearchConfig.default
 
 
 def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), objective=_D("objective"),
            epochs=None, warmup_epochs=None, batch_size=None, seed=_D("seed"), output_dir=None,
            target_latency_ms=None, strategy=None, steps_per_epoch=None, verbose=1, *, latency=None,
-           callbacks=None, deterministic=None, use_custom_loop=False, **options):
+           callbacks=None, deterministic=None, use_custom_loop=False, model_cache=None, **options):
     """Runs a UNAS architecture search and writes its results to a folder.
 
     Defaults depend on the space and the dataset (`unas_keras.config.SearchConfig`). On the embedded
@@ -232,6 +221,12 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
             True forces it on (may fail on a GPU for an op without a deterministic kernel); False off.
         use_custom_loop: run the custom distributed loop even where `model.fit` would do (it is always
             used under MultiWorkerMirroredStrategy).
+        model_cache: a `unas_keras.search.model_cache.ModelCache` shared by several searches in this
+            process (`UNASTuner` passes one): a search whose traced step would be the same as the cached
+            model's (same settings and data shapes; the seed may differ) runs on that model, with this
+            search's fresh initial state, and skips the trace. Not used with a latency model or the
+            custom distributed loop. The results are those of a search on a new model; the returned
+            `SearchResult.model` is then the cached model, which the next search of the cache overwrites.
 {options}
         **options: also the supernet options of the space ({space_options}).
 
@@ -252,6 +247,9 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
     cfg = SearchConfig.resolve(space=space, dataset=dataset, seed=seed, latency=latency, **explicit, **options)
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
+    if model_cache is not None and not isinstance(model_cache, model_cache_lib.ModelCache):
+        raise ValueError(f"model_cache must be a unas_keras.search.model_cache.ModelCache or None, got "
+                         f"{type(model_cache).__name__}.")
 
 
 
@@ -278,8 +276,10 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
         effective_seed = (previous or {}).get("effective_seed")
         if effective_seed is None:
             effective_seed = random.SystemRandom().randrange(2**31 - 1)
-    else:
+    elif model_cache is None:
         keras.utils.set_random_seed(effective_seed)
+    else:  # the same seeding, without dropping the cached model's instantiated step functions
+        _compat.set_random_seed_keeping_functions(effective_seed)
     if deterministic is None:
         deterministic = cfg.seed is not None and not _uses_gpu(strategy)
     if deterministic:
@@ -290,7 +290,7 @@ def search(space=_D("space"), dataset=_D("dataset"), estimator=_D("estimator"), 
     process = _Process(cfg=cfg, dataset=dataset, strategy=strategy, output_dir=output_dir, work_dir=work_dir,
                        seed=effective_seed, verbose=verbose, is_chief=is_chief, multi_worker=multi_worker,
                        deterministic=bool(deterministic or determinism_was_on), use_custom_loop=use_custom_loop,
-                       started=started)
+                       started=started, model_cache=model_cache)
     try:
         return _run(process, user_callbacks, latency)
     finally:
@@ -344,6 +344,7 @@ class _Process:
     deterministic: bool
     use_custom_loop: bool
     started: float
+    model_cache: object = None  # a model_cache.ModelCache, or None
 
     @property
     def num_replicas(self):
@@ -381,9 +382,11 @@ def _run(process, user_callbacks, latency_source):
         model = _search_model(cfg, supernet, steps, ramp_steps, process.seed, latency)
         weight_optimizer, arch_optimizer = schedules.search_optimizers(cfg, steps)
         model.compile(weight_optimizer=weight_optimizer, arch_optimizer=arch_optimizer)
+    model, optimizers = _reuse_cached_model(process, probe, steps, latency, model,
+                                            (weight_optimizer, arch_optimizer))
 
     checkpointer = checkpoint_lib.Checkpointer(
-        os.path.join(process.work_dir, "checkpoints"), _state_variables(model, (weight_optimizer, arch_optimizer)),
+        os.path.join(process.work_dir, "checkpoints"), model_cache_lib.state_variables(model, optimizers),
         restore_directory=os.path.join(process.output_dir, "checkpoints"))
     history = callbacks_lib.HistoryRecorder()
     resume = _restore(process, checkpointer, history, model)
@@ -393,13 +396,24 @@ def _run(process, user_callbacks, latency_source):
         f"{cfg.estimator} estimator, {cfg.objective} objective; {cfg.epochs} epochs "
         f"({cfg.warmup_epochs} warm-up) x {steps} steps, batch {cfg.batch_size} on {process.num_replicas} "
         f"replica(s); output {process.output_dir}")
-    if process.verbose == 1:
+    if process.verbose == 1 and model.train_function is None:
         process.say("(the first step of the warm-up and of the search phase each trace and compile the "
                     "supernet's step once; that can take minutes)")
     callbacks = _callbacks(process, model, latency, history, checkpointer, steps, resume, user_callbacks)
     if resume.epoch < cfg.epochs:
         _fit(process, model, steps, data_steps, callbacks, resume)
     return _finish(process, model, latency, history, ramp_steps, run_info)
+
+
+def _reuse_cached_model(process, probe, steps, latency, model, optimizers):
+    """The model the search runs on: the process's cached model of the same graph (loaded with this
+    search's fresh state, see `model_cache`), else `model` (cached for the next search)."""
+    cache = process.model_cache
+    if cache is None or latency is not None or process.multi_worker or process.use_custom_loop:
+        return model, optimizers
+    key = model_cache_lib.graph_key(process.cfg.to_dict(), probe.input_shape, probe.num_classes, steps,
+                                    process.deterministic)
+    return cache.reuse(key, process.strategy, model, optimizers)
 
 
 def _search_data(cfg, dataset, seed, start_epoch):

@@ -167,6 +167,8 @@ class SearchModel(keras.Model):
             iteration runs.
         search_step: non-trainable int64 variable counting iterations (seeds,
             warm-up and ramps derive from it; restored from checkpoints).
+        seed_variable: non-trainable int64 variable holding `seed` (modulo
+            2**31 - 1), read by the traced step.
     """
 
     def __init__(self, supernet, estimator=_DEFAULT("estimator"), objective=_DEFAULT("objective"),
@@ -234,6 +236,11 @@ class SearchModel(keras.Model):
         with keras.name_scope(self.name):
             self.estimator.create_state()
         self._estimator_variables = list(self.estimator.variables)
+        # The noise seed is a variable, not a constant of the traced step: a model reused for another
+        # search (`unas_keras.search.model_cache`) takes that search's seed with its other variables.
+        self.seed_variable = self.add_weight(
+            name="seed", shape=(), dtype="int64", initializer=keras.initializers.Constant(self.seed % (2**31 - 1)),
+            trainable=False, aggregation="only_first_replica")
         names = _METRICS + (_LATENCY_METRICS if latency is not None else ())
         self._trackers = [keras.metrics.Mean(name=name) for name in names]
         self._tracker_by_name = {t.name: t for t in self._trackers}
@@ -363,7 +370,7 @@ class SearchModel(keras.Model):
     # ------------------------------------------------------------ seeds
     def step_seed(self, step, replica_id=0):
         """The stateless seed `[2]` (int32) of iteration `step` on replica `replica_id`."""
-        key = tf.constant([self.seed % (2**31 - 1), _SEED_SALT], dtype=tf.int64)
+        key = tf.stack([tf.convert_to_tensor(self.seed_variable.value), tf.constant(_SEED_SALT, tf.int64)])
         key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
         key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
         return tf.cast(tf.math.floormod(key, 2**31 - 1), tf.int32)

@@ -1,0 +1,145 @@
+"""Tests of unas_keras.search.model_cache: a second search of the same graph reuses the traced model.
+
+The must-hold property is exactness: a search run on a reused model (traced by a search with another
+seed) ends exactly like the same search run on a new model, and it does not trace its step again.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from unas_keras.config import SearchConfig
+from unas_keras.networks import build_supernet
+from unas_keras.search import model_cache as model_cache_lib
+from unas_keras.search import runner
+from unas_keras.search.search_model import SearchModel
+
+# The smallest search there is (as in test_search_runner): NB201 space, 8x8 digits, 4 channels, one cell
+# per stage; one warm-up epoch, so both phases' functions are traced. A checkpoint every 2 steps for the
+# resume test (the same for every run here, so all of them have one graph key).
+TINY = dict(space="nb201", dataset="digits", epochs=2, warmup_epochs=1, batch_size=8, steps_per_epoch=3,
+            resolution=8, channels=4, cells_per_stage=1, checkpoint_every_steps=2, verbose=0)
+
+
+class _Interrupted(BaseException):
+    """Stands for a kill in the middle of a search."""
+
+
+class _InterruptAfter(keras.callbacks.Callback):
+    def __init__(self, batches):
+        super().__init__()
+        self.left = batches
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.left -= 1
+        if self.left == 0:
+            raise _Interrupted()
+
+
+@pytest.fixture
+def trace_counter(monkeypatch):
+    """Counts traces of the search step (its Python body runs once per trace, never when a traced
+    function runs)."""
+    count = {"n": 0}
+    original = SearchModel.replica_step
+
+    def counted(self, *args, **kwargs):
+        count["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SearchModel, "replica_step", counted)
+    return count
+
+
+def _search(out, cache, seed, **overrides):
+    if cache is None:
+        keras.backend.clear_session()  # as the tuner does before each trial when it does not reuse
+    return runner.search(output_dir=str(out), seed=seed, model_cache=cache, **dict(TINY, **overrides))
+
+
+def _assert_same_search(a, b):
+    assert a.architecture == b.architecture
+    assert set(a.probabilities) == set(b.probabilities)
+    for name in a.probabilities:
+        np.testing.assert_allclose(a.probabilities[name], b.probabilities[name], rtol=0, atol=1e-6)
+    strip = lambda history: {k: v for k, v in history.items() if k != "epoch_time_s"}  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+
+
+@pytest.mark.slow
+def test_reused_model_gives_the_same_search_as_a_new_one_without_tracing_again(tmp_path, trace_counter):
+    cache = model_cache_lib.ModelCache()
+    first = _search(tmp_path / "seed0", cache, seed=0)
+    assert trace_counter["n"] == 2  # the warm-up and the search step
+    assert (cache.hits, cache.misses) == (0, 1)
+
+    reused = _search(tmp_path / "seed1_reused", cache, seed=1)
+    assert trace_counter["n"] == 2, "the second search of the same graph traced its step again"
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert reused.model is first.model
+
+    alone = _search(tmp_path / "seed1_alone", None, seed=1)
+    assert trace_counter["n"] == 4
+    assert alone.model is not reused.model
+    _assert_same_search(reused, alone)
+    # The seed reached the reused graph: another seed gives another search.
+    assert any(not np.allclose(first.probabilities[k], reused.probabilities[k]) for k in first.probabilities)
+
+    # A search of another shape does not reuse it (and traces its own step).
+    other = _search(tmp_path / "wider", cache, seed=1, channels=6)
+    assert trace_counter["n"] == 6
+    assert (cache.hits, cache.misses) == (1, 2)
+    assert other.model is not reused.model
+
+
+@pytest.mark.slow
+def test_interrupted_search_resumes_on_a_reused_model(tmp_path, trace_counter):
+    alone = _search(tmp_path / "alone", None, seed=4)
+    cache = model_cache_lib.ModelCache()
+    _search(tmp_path / "other_seed", cache, seed=5)
+    out = tmp_path / "resumed"
+    with pytest.raises(_Interrupted):  # stopped in the second epoch, after the checkpoint of step 4
+        _search(out, cache, seed=4, callbacks=[_InterruptAfter(5)])
+    assert os.path.exists(out / "checkpoints" / "latest.json")
+    traces = trace_counter["n"]
+    resumed = _search(out, cache, seed=4)
+    assert trace_counter["n"] == traces
+    assert cache.hits == 2
+    _assert_same_search(resumed, alone)
+
+
+def test_graph_key_ignores_the_seed_only():
+    config = SearchConfig.resolve(seed=0, **{k: v for k, v in TINY.items() if k != "verbose"}).to_dict()
+    key = model_cache_lib.graph_key(config, (8, 8, 1), 10, 3, True)
+    assert key == model_cache_lib.graph_key(dict(config, seed=7), (8, 8, 1), 10, 3, True)
+    assert key != model_cache_lib.graph_key(dict(config, temperature=1.0), (8, 8, 1), 10, 3, True)
+    assert key != model_cache_lib.graph_key(config, (16, 16, 1), 10, 3, True)
+    assert key != model_cache_lib.graph_key(config, (8, 8, 1), 10, 4, True)
+    assert key != model_cache_lib.graph_key(config, (8, 8, 1), 10, 3, False)
+
+
+def _compiled_model(channels, seed):
+    supernet = build_supernet("nb201", 10, (8, 8, 1), channels=channels, cells_per_stage=1)
+    model = SearchModel(supernet, seed=seed)
+    model.compile(weight_optimizer=keras.optimizers.Adam(), arch_optimizer=keras.optimizers.Adam())
+    return model, (model.weight_optimizer, model.arch_optimizer)
+
+
+def test_load_fresh_state_copies_every_variable_and_refuses_other_shapes():
+    target, source = _compiled_model(4, seed=1), _compiled_model(4, seed=2)
+    source[0].search_step.assign(5)
+    source[1][0].iterations.assign(3)
+    model_cache_lib.load_fresh_state(target, source)
+    for t, s in zip(model_cache_lib.state_variables(*target), model_cache_lib.state_variables(*source)):
+        assert t is not s
+        np.testing.assert_array_equal(np.asarray(t.numpy()), np.asarray(s.numpy()))
+    assert int(target[0].seed_variable.numpy()) == 2 and int(target[0].search_step.numpy()) == 5
+    with pytest.raises(ValueError, match="Cannot reuse the cached search model"):
+        model_cache_lib.load_fresh_state(target, _compiled_model(6, seed=2))
+
+
+def test_search_refuses_a_model_cache_of_the_wrong_type(tmp_path):
+    with pytest.raises(ValueError, match="model_cache"):
+        runner.search(output_dir=str(tmp_path / "out"), seed=0, model_cache={}, **TINY)
