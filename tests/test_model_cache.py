@@ -143,3 +143,13 @@ def test_load_fresh_state_copies_every_variable_and_refuses_other_shapes():
 def test_search_refuses_a_model_cache_of_the_wrong_type(tmp_path):
     with pytest.raises(ValueError, match="model_cache"):
         runner.search(output_dir=str(tmp_path / "out"), seed=0, model_cache={}, **TINY)
+
+
+def test_checkpoints_hold_the_state_of_before_the_seed_variable():
+    # The seed is a setting of the run, not checkpointed state: a checkpoint of a search written before
+    # the seed became a variable holds exactly the variables `state_variables` lists.
+    model, optimizers = _compiled_model(4, seed=3)
+    listed = {id(v) for v in model_cache_lib.state_variables(model, optimizers)}
+    assert id(model.seed_variable) not in listed
+    everything = list(model.variables) + list(model.metrics_variables) + [v for o in optimizers for v in o.variables]
+    assert listed == {id(v) for v in everything} - {id(model.seed_variable)}

@@ -137,18 +137,6 @@ def keras_correct_pad(inputs, kernel_size):
     return imagenet_utils.correct_pad(inputs, kernel_size)
 
 
-__all__ = [
-    "advance_mirrored_collective_keys",
-    "convert_variables_to_constants",
-    "disable_op_determinism",
-    "flatten_layers",
-    "function_rewrite_options",
-    "is_op_determinism_enabled",
-    "keras_correct_pad",
-    "make_train_function",
-]
-
-
 def set_random_seed_keeping_functions(seed):
     """`keras.utils.set_random_seed(seed)` without clearing TensorFlow's kernel cache.
 
@@ -177,3 +165,16 @@ def set_random_seed_keeping_functions(seed):
     ctx = context.context()
     ctx._seed = seed  # noqa: SLF001
     ctx._rng = random.Random(seed)  # noqa: SLF001
+
+
+__all__ = [
+    "advance_mirrored_collective_keys",
+    "convert_variables_to_constants",
+    "disable_op_determinism",
+    "flatten_layers",
+    "function_rewrite_options",
+    "is_op_determinism_enabled",
+    "keras_correct_pad",
+    "make_train_function",
+    "set_random_seed_keeping_functions",
+]

@@ -7,7 +7,7 @@ next search whose graph is the same (`graph_key`: every setting that shapes the 
 not one of them) runs on that model instead of a new one. The search still builds its fresh model
 (seconds; it gives exactly the initial weights a search of its own would start from) and
 `load_fresh_state` assigns every variable of that fresh model and of its optimizers (weights, logits,
-optimizer moments and step counters, metrics, the step and seed counters of the model) to the cached
+optimizer moments and step counters, metrics, the model's step counter and seed) to the cached
 model's, so a search on a reused model gives the same results as one on a new model. Keras' `fit` then
 runs the already traced `train_function`. With a cache the search seeds without clearing TensorFlow's
 kernel cache (`_compat.set_random_seed_keeping_functions`; the same seeds), which holds the step
@@ -47,12 +47,14 @@ def graph_key(config, input_shape, num_classes, steps_per_epoch, deterministic):
 
 
 def state_variables(model, optimizers):
-    """Every variable of a search's state, in a fixed order, without duplicates.
+    """Every variable of a search's state that a checkpoint holds, in a fixed order, without duplicates.
 
-    The model's variables (weights, logits, step and seed counters, estimator state, random-seed states),
-    its metrics' accumulators, then each optimizer's variables (iterations, moments).
+    The model's variables (weights, logits, step counter, estimator state, random-seed states), its
+    metrics' accumulators, then each optimizer's variables (iterations, moments). Not the model's
+    `seed_variable`: the seed is a setting of the run (run.json), set when the model is built, and
+    checkpoints written before it was a variable still restore.
     """
-    seen, out = set(), []
+    seen, out = {id(model.seed_variable)}, []
     everything = (list(model.variables) + list(model.metrics_variables)
                   + [v for opt in optimizers for v in opt.variables])
     for var in everything:
@@ -72,7 +74,8 @@ def load_fresh_state(target, source):
     Raises:
         ValueError: the two states do not hold the same variables (count, shapes, dtypes).
     """
-    targets, sources = state_variables(*target), state_variables(*source)
+    targets = [target[0].seed_variable] + state_variables(*target)
+    sources = [source[0].seed_variable] + state_variables(*source)
     if len(targets) != len(sources):
         raise ValueError(f"Cannot reuse the cached search model: it has {len(targets)} state variables, the new "
                          f"search's model {len(sources)}.")
