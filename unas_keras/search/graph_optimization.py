@@ -2,14 +2,15 @@
 
 The first call of a traced search step runs Grappler over the whole step graph (tens of thousands of
 nodes), and on a CPU-only host most of its passes find nothing to do. Measured on the benchmark
-supernets (2-core CPU, one thread; ProxylessNAS 96 px / DARTS 8 cells, benchmarks/search_step.py):
-the second optimisation round changed fewer than 0.1% of the nodes; the memory optimiser (recomputation
-and swapping heuristics for accelerator memory) took a fifth of the time and changed 23 nodes; the
-layout optimiser (layouts for GPUs), the loop optimiser and the implementation selector changed none;
-the remapper, which fuses convolution + bias + activation chains the search ops do not have, three.
-Leaving those out ("lean") took the first step from 48.8 s to 39.4 s (ProxylessNAS) and 58.6 s to
-48.8 s (DARTS) at the same step time (1.69 / 1.74 s, 11.9 / 11.7 s) and 200-300 MB less memory.
-Turning Grappler off altogether was about as fast to start but used 300-700 MB more.
+supernets (ProxylessNAS 96 px, batch 8; DARTS 8 cells, batch 32; benchmarks/search_step.py, one thread
+of a 2-core CPU), per pass: the second optimisation round changed fewer than 0.1% of the nodes; the
+memory optimiser (recomputation and swapping heuristics for accelerator memory) took a fifth of the time
+and changed 23 nodes; the layout optimiser (layouts for GPUs), the loop optimiser and the implementation
+selector changed none; the remapper, which fuses convolution + bias + activation chains the search ops
+do not have, three; the MLIR (TFG) pass pipeline took 1.5 s. Leaving those out ("lean") took the first
+step from 48.8 s to 32.5 s (ProxylessNAS) and from 57.1 s to 40.5 s (DARTS) at the same step time
+(1.69 vs 1.79 s; 11.0 vs 10.8 s) and with 300 MB less memory for ProxylessNAS. Turning Grappler off
+altogether started about as fast but used 300-700 MB more memory.
 
 On hosts with a GPU or TPU the layout optimiser and remapper matter, so "auto" keeps TensorFlow's
 defaults there.
