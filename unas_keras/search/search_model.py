@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from unas_keras import _compat
+from unas_keras import _compat, _settings
 from unas_keras._validate import check_choice, check_float, check_int
 from unas_keras import estimators as estimators_lib
 from unas_keras.config.search_config import RELEASE_LATENCY_RAMP_STEPS, SAMPLINGS, SearchConfig
@@ -192,7 +192,9 @@ class SearchModel(keras.Model):
             estimator, temperature=temperature,
             **estimators_lib.accepted_options(estimator, baseline_decay=self.baseline_decay))
         self.objective = objective
-        self.gen_gap_lambda = check_float(gen_gap_lambda, "gen_gap_lambda")
+        # A variable, not a constant of the traced step: a reused model (`model_cache`) takes a new value.
+        self._gen_gap_lambda = _settings.Setting(check_float(gen_gap_lambda, "gen_gap_lambda"),
+                                                 name="gen_gap_lambda")
         self.pair_penalty = check_float(pair_penalty, "pair_penalty", allow_none=True)
         self.temperature = self.estimator.temperature
         self.soften_eps = check_float(soften_eps, "soften_eps")
@@ -249,6 +251,17 @@ class SearchModel(keras.Model):
         self.weight_optimizer = None
         self.arch_optimizer = None
         self.built = True
+
+    @property
+    def gen_gap_lambda(self):
+        """`lambda` of the generalization-gap objective (float; the traced step reads its variable)."""
+        return self._gen_gap_lambda.value
+
+    @property
+    def settings(self):
+        """The hyper-parameters the traced step reads from variables (`unas_keras._settings.Setting`), which
+        a model reused for another search takes from that search's model (not checkpointed)."""
+        return [self._gen_gap_lambda]
 
     # ----------------------------------------------------------------- keras
     @property
@@ -713,8 +726,9 @@ class SearchModel(keras.Model):
     # ------------------------------------------------------------ objective and latency
     def _sample_objective(self, train_ce, val_ce, samples, num_samples, step, measured):
         """Per-sample objective `[N]`: network loss + pair penalty + latency hinge."""
-        per_example = objectives_lib.objective_per_example(
-            self.objective, train_ce, val_ce, self.gen_gap_lambda)
+        gen_gap_lambda = (self._gen_gap_lambda.read(train_ce.dtype) if self.objective == "gen_gap"
+                          else self.gen_gap_lambda)
+        per_example = objectives_lib.objective_per_example(self.objective, train_ce, val_ce, gen_gap_lambda)
         total = objectives_lib.per_sample(per_example, num_samples)
         if self.pair_penalty > 0:
             total = total + objectives_lib.pair_penalty(self.distribution.pair_overlap(samples),
