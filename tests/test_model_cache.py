@@ -112,11 +112,11 @@ def test_interrupted_search_resumes_on_a_reused_model(tmp_path, trace_counter):
 
 # Hyper-parameters the traced step reads from variables: a trial with other values reuses the model.
 OTHER_SETTINGS = dict(weight_lr=2e-2, weight_lr_min=1e-3, arch_lr=0.3, arch_lr_min=0.05, lr_reference_batch=32,
-                      weight_decay=0.0, arch_weight_decay=1e-3, gen_gap_lambda=2.0)
+                      weight_decay=0.0, arch_weight_decay=1e-3, gen_gap_lambda=2.0, temperature=1.0)
 
 
 @pytest.mark.slow
-def test_reused_model_takes_other_learning_rates_weight_decays_and_gen_gap_lambda(tmp_path, trace_counter):
+def test_reused_model_takes_other_learning_rates_weight_decays_gen_gap_lambda_and_temperature(tmp_path, trace_counter):
     cache = model_cache_lib.ModelCache()
     first = _search(tmp_path / "defaults", cache, seed=0)
     reused = _search(tmp_path / "other_reused", cache, seed=0, **OTHER_SETTINGS)
@@ -124,6 +124,7 @@ def test_reused_model_takes_other_learning_rates_weight_decays_and_gen_gap_lambd
     assert (cache.hits, cache.misses) == (1, 1) and reused.model is first.model
     model = reused.model
     assert model.gen_gap_lambda == 2.0 and model.weight_optimizer.coupled_weight_decay is None
+    assert model.temperature == model.estimator.temperature == 1.0
     assert model.arch_optimizer.coupled_weight_decay == 1e-3
     assert model.arch_optimizer._learning_rate.initial_learning_rate == 0.3 * TINY["batch_size"] / 32
     assert model.get_config()["gen_gap_lambda"] == 2.0
@@ -146,7 +147,7 @@ def test_graph_key_ignores_the_seed_and_the_variable_settings_only():
     assert key == model_cache_lib.graph_key(dict(config, **OTHER_SETTINGS), (8, 8, 1), 10, 3, True)
     assert key != model_cache_lib.graph_key(dict(config, epochs=3), (8, 8, 1), 10, 3, True)
     assert key != model_cache_lib.graph_key(dict(config, latency_lambda=1.0), (8, 8, 1), 10, 3, True)
-    assert key != model_cache_lib.graph_key(dict(config, temperature=1.0), (8, 8, 1), 10, 3, True)
+    assert key != model_cache_lib.graph_key(dict(config, soften_eps=0.1), (8, 8, 1), 10, 3, True)
     assert key != model_cache_lib.graph_key(config, (16, 16, 1), 10, 3, True)
     assert key != model_cache_lib.graph_key(config, (8, 8, 1), 10, 4, True)
     assert key != model_cache_lib.graph_key(config, (8, 8, 1), 10, 3, False)
@@ -184,12 +185,15 @@ def test_load_fresh_state_copies_the_settings_and_refuses_other_ones():
     for model, optimizers in (target, source):
         model.compile(weight_optimizer=optimizers[0], arch_optimizer=optimizers[1])
     source[0]._gen_gap_lambda.assign(2.0)
+    source[0]._temperature.assign(1.5)
     model_cache_lib.load_fresh_state(target, source)
     names = [s.name for s in model_cache_lib.settings(*target)]
-    assert names[0] == "gen_gap_lambda" and len(names) == 1 + 2 * 4  # the model's, then 2 x (decay + 3 rates)
+    assert names[:2] == ["gen_gap_lambda", "temperature"]
+    assert len(names) == 2 + 2 * 4  # the model's, then 2 x (decay + 3 rates)
     for t, s in zip(model_cache_lib.settings(*target), model_cache_lib.settings(*source)):
         assert t is not s and t.value == s.value and float(t.variable.numpy()) == float(s.variable.numpy())
     assert target[0].gen_gap_lambda == 2.0 and target[1][1].coupled_weight_decay == 1e-3
+    assert target[0].temperature == target[0].estimator.temperature == 1.5
     # Settings are not checkpointed state.
     listed = {id(v) for v in model_cache_lib.state_variables(*target)}
     assert not listed & {id(s.variable) for s in model_cache_lib.settings(*target)}

@@ -196,7 +196,6 @@ class SearchModel(keras.Model):
         self._gen_gap_lambda = _settings.Setting(check_float(gen_gap_lambda, "gen_gap_lambda"),
                                                  name="gen_gap_lambda")
         self.pair_penalty = check_float(pair_penalty, "pair_penalty", allow_none=True)
-        self.temperature = self.estimator.temperature
         self.soften_eps = check_float(soften_eps, "soften_eps")
         self.sampling = sampling
         self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
@@ -237,6 +236,8 @@ class SearchModel(keras.Model):
         # tracked here so that it is checkpointed with the model.
         with keras.name_scope(self.name):
             self.estimator.create_state()
+            # A variable, not a constant of the traced step (as `gen_gap_lambda`).
+            self._temperature = self.estimator.temperature_variable()
         self._estimator_variables = list(self.estimator.variables)
         # The noise seed is a variable, not a constant of the traced step: a model reused for another
         # search (`unas_keras.search.model_cache`) takes that search's seed with its other variables.
@@ -261,7 +262,12 @@ class SearchModel(keras.Model):
     def settings(self):
         """The hyper-parameters the traced step reads from variables (`unas_keras._settings.Setting`), which
         a model reused for another search takes from that search's model (not checkpointed)."""
-        return [self._gen_gap_lambda]
+        return [self._gen_gap_lambda, self._temperature]
+
+    @property
+    def temperature(self):
+        """The estimator's relaxation temperature `tau` (float; the traced step reads its variable)."""
+        return self._temperature.value
 
     # ----------------------------------------------------------------- keras
     @property
