@@ -1,14 +1,14 @@
 """What reusing the traced search model saves a `UNASTuner`: seed trials with and without reuse.
 
 Runs a `UNASTuner` of `--trials` trials that differ only by seed (or, with `--vary=NAME --values=A,B,..`,
-only by that tunable hyper-parameter, e.g. `arch_lr` or `gen_gap_lambda`, at seed 0; short searches on
-the embedded digits set, no latency measurement) twice, each in its own process: once with `reuse_search_model=True` (the
-default: trials after the first run on the first trial's traced model, `unas_keras.search.model_cache`)
-and once with `reuse_search_model=False` (every trial builds and traces its model). For each trial it
-reports the trial's wall time (search + scoring, keras-tuner's own overhead excluded), the search's wall
-time (run.json), the time of the first step of each phase (warm-up and search; tracing and graph
-optimisation included when the trial pays them), the median step, the number of traces of the search step and whether both runs
-derived the same architecture for each seed.
+only by that tunable hyper-parameter, e.g. `arch_lr` or `gen_gap_lambda`, at seed 0; short searches on the
+embedded digits set, no latency measurement) twice, each in its own process: once with
+`reuse_search_model=True` (the default: trials after the first run on the first trial's traced model,
+`unas_keras.search.model_cache`) and once with `reuse_search_model=False` (every trial builds and traces
+its model). For each trial it reports the trial's wall time (search + scoring, keras-tuner's own overhead
+excluded), the search's wall time (run.json), the time of the first step of each phase (warm-up and
+search; tracing and graph optimisation included when the trial pays them), the median step, the number of
+traces of the search step and whether both runs derived the same architecture for each seed (value).
 
 Usage:
     python benchmarks/tuner_reuse.py --space=darts --trials=3 --epochs=2 --steps_per_epoch=4

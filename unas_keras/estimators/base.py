@@ -164,10 +164,12 @@ class Estimator:
     def temperature_variable(self):
         """Holds `temperature` in a variable that the relaxation reads from now on, and returns its setting.
 
-        Traced code then reads the variable instead of a constant, so that a traced step can be given
-        another temperature (`unas_keras._settings.Setting.assign`) without tracing again. The values are
-        the same. Call it where the caller creates its state (in its `tf.distribute` scope); the variable
-        is not among `variables` (a setting of the run, not checkpointed state).
+        Traced code then reads the variable instead of a constant, so that a traced step can be given another
+        temperature (`unas_keras._settings.Setting.assign`) without tracing again. The values are those of the
+        float up to float32 rounding (TensorFlow's graph optimiser turns a division by a constant into a
+        multiplication by its reciprocal, not a division by a variable). Call it where the caller creates its
+        state (in its `tf.distribute` scope); the variable is not among `variables` (a setting of the run, not
+        checkpointed state).
 
         Returns:
             The `unas_keras._settings.Setting` (the same one at every call).

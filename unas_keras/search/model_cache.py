@@ -3,21 +3,22 @@
 Tracing and optimising a supernet's search step takes from seconds (tiny supernets) to minutes (the
 default DARTS supernet), once per phase, and a new `SearchModel` traces again. A `ModelCache` passed to
 `unas_keras.search.runner.search(model_cache=...)` keeps the last search's compiled `SearchModel`; the
-next search whose graph is the same (`graph_key`: every setting that shapes the traced step; the seed,
-the learning rates, the weight decays, `gen_gap_lambda` and `temperature` are variables, not part of it) runs on that
-model instead of a new one. The search still builds its fresh model
-(seconds; it gives exactly the initial weights a search of its own would start from) and
-`load_fresh_state` assigns every variable of that fresh model and of its optimizers (weights, logits,
-optimizer moments and step counters, metrics, the model's step counter and seed) and every
-hyper-parameter `Setting` (`settings`: rates, weight decays, `gen_gap_lambda`, `temperature`) to the cached model's, so a search on a reused model gives the same results as one on a new model. Keras' `fit` then
-runs the already traced `train_function`. With a cache the search seeds without clearing TensorFlow's
-kernel cache (`_compat.set_random_seed_keeping_functions`; the same seeds), which holds the step
-functions' instantiations: clearing it costs a graph optimisation per phase again (3 s + 10 s of a 25 s
-digits DARTS search, against 5.5 s without it).
+next search whose graph is the same (`graph_key`: every setting that shapes the traced step; the seed, the
+learning rates, the weight decays, `gen_gap_lambda` and `temperature` are variables, not part of it) runs
+on that model instead of a new one. The search still builds its fresh model (seconds; it gives exactly the
+initial weights a search of its own would start from) and `load_fresh_state` assigns every variable of
+that fresh model and of its optimizers (weights, logits, optimizer moments and step counters, metrics, the
+model's step counter and seed) and every hyper-parameter `Setting` (`settings`: rates, weight decays,
+`gen_gap_lambda`, `temperature`) to the cached model's, so a search on a reused model gives the same
+results as one on a new model. Keras' `fit` then runs the already traced `train_function`. With a cache
+the search seeds without clearing TensorFlow's kernel cache (`_compat.set_random_seed_keeping_functions`;
+the same seeds), which holds the step functions' instantiations: clearing it costs a graph optimisation
+per phase again (3 s + 10 s of a 25 s digits DARTS search, against 5.5 s without it).
 
 `unas_keras.UNASTuner` owns one cache: trials that differ only by seed, learning rates, weight decays,
-`gen_gap_lambda` or `temperature` skip the trace from the second trial on. Searches with a latency model (its tables are constants of the graph and may be
-timed anew per search) and the custom distributed loop (multi-worker) are not reused.
+`gen_gap_lambda` or `temperature` skip the trace from the second trial on. Searches with a latency model
+(its tables are constants of the graph and may be timed anew per search) and the custom distributed loop
+(multi-worker) are not reused.
 """
 
 import json
@@ -27,8 +28,8 @@ from unas_keras.search import checkpoint as checkpoint_lib
 
 # Settings of the configuration that the traced step reads from variables (`unas_keras._settings.Setting`:
 # the learning-rate schedules' rates, the optimizers' weight decays, the objective's lambda, the
-# estimator's temperature), so searches
-# that differ only in them share a graph. `lr_reference_batch` only scales the rates.
+# estimator's temperature), so searches that differ only in them share a graph. `lr_reference_batch`
+# only scales the rates.
 VARIABLE_SETTINGS = ("weight_lr", "weight_lr_min", "arch_lr", "arch_lr_min", "lr_reference_batch",
                      "weight_decay", "arch_weight_decay", "gen_gap_lambda", "temperature")
 
