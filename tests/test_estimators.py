@@ -464,3 +464,38 @@ def test_reinforce_stateful_baseline_inside_tf_function():
         est.baseline.numpy(), 0.5 * first_mean.numpy() + 0.5 * second_mean.numpy(), rtol=1e-5
     )
     assert np.all(np.isfinite(grad.numpy()))
+
+
+@pytest.mark.parametrize("name", ["rebar", "gumbel_softmax", "relax"])
+def test_temperature_variable_takes_a_new_value_without_tracing_and_as_if_built_with_it(name):
+    seed = tf.constant([3, 4], tf.int32)
+    variable = estimators.get(name, temperature=0.4)
+    setting = variable.temperature_variable()
+    assert setting is variable.temperature_variable() and float(setting.variable.numpy()) == pytest.approx(0.4)
+    assert not {id(v) for v in variable.variables} & {id(setting.variable)}  # not checkpointed state
+    traces = []
+
+    @tf.function
+    def relaxed(estimator):
+        traces.append(1)
+        return estimator.sample(tf.constant(LOGITS), seed).relaxed
+
+    def built_with(temperature, as_variable):
+        estimator = estimators.get(name, temperature=temperature)
+        if as_variable:
+            estimator.temperature_variable()
+        return tf.function(lambda: estimator.sample(tf.constant(LOGITS), seed).relaxed)()
+
+    at_04 = relaxed(variable)
+    setting.assign(1.5)
+    assert variable.temperature == 1.5 and variable.get_config()["temperature"] == 1.5
+    at_15 = relaxed(variable)
+    assert len(traces) == 1
+    # Exactly the samples of an estimator built with the new temperature (a reused step = a new one) ...
+    np.testing.assert_array_equal(at_15, built_with(1.5, as_variable=True))
+    np.testing.assert_array_equal(at_04, built_with(0.4, as_variable=True))
+    # ... and those of the constant temperature up to float32 rounding: the graph optimiser turns a
+    # division by a constant into a multiplication by its reciprocal, not a division by a variable.
+    np.testing.assert_allclose(at_15, built_with(1.5, as_variable=False), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(at_04, built_with(0.4, as_variable=False), rtol=1e-5, atol=1e-9)
+    assert not np.allclose(at_04, at_15)

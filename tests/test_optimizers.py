@@ -199,3 +199,62 @@ def test_search_optimizers_are_pytorch_adam_with_the_release_decay():
     # The weights' global-norm clip is SearchModel's (applied to the global-batch gradient first).
     assert weight_opt.paper_global_clipnorm is None and cfg.weight_clipnorm == 5.0
     assert weight_opt.weight_decay is None and arch_opt.weight_decay is None  # no decoupled decay on top
+
+
+@pytest.mark.parametrize("which", ["sgd", "adam"])
+def test_variable_weight_decay_gives_the_constant_decays_updates(which):
+    x, y = _data()
+
+    def fitted(**options):
+        model = _model()
+        if which == "sgd":
+            optimizer = optimizers.SGD(LR, momentum=0.9, weight_decay=WEIGHT_DECAY, global_clipnorm=CLIP, **options)
+        else:
+            optimizer = optimizers.Adam(0.01, weight_decay=WEIGHT_DECAY, global_clipnorm=CLIP, **options)
+        model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        return _fit_two_steps(model, x, y)
+
+    constant, variable = fitted(), fitted(variable_weight_decay=True)
+    for a, b in zip(constant, variable):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])  # the plain and the fused (ResourceApplyMomentum) update
+def test_set_weight_decay_changes_the_traced_update_without_tracing_again(momentum):
+    w0 = np.array([1.0, -2.0, 0.5], "float32")
+    g = np.array([0.1, 0.2, -0.3], "float32")
+    w = keras.Variable(w0)
+    optimizer = optimizers.SGD(0.1, momentum=momentum, weight_decay=0.5, variable_weight_decay=True)
+    optimizer.build([w])
+    traces = []
+
+    @tf.function
+    def step():
+        traces.append(1)
+        optimizer.apply([tf.constant(g)], [w])
+
+    step()
+    optimizer.set_weight_decay(0.0)
+    assert optimizer.coupled_weight_decay is None
+    step()
+    optimizer.set_weight_decay(2.0)
+    step()
+    assert len(traces) == 1
+    expected, buf = w0.astype(np.float64), None
+    for decay in (0.5, 0.0, 2.0):  # torch.optim.SGD with coupled L2
+        d = g + decay * expected
+        buf = d if buf is None else momentum * buf + d
+        expected = expected - 0.1 * (buf if momentum else d)
+    np.testing.assert_allclose(np.asarray(w.numpy()), expected, rtol=1e-6)
+
+
+def test_variable_weight_decay_serialises_and_is_refused_a_new_value_otherwise():
+    optimizer = optimizers.Adam(1e-3, weight_decay=3e-4, variable_weight_decay=True)
+    optimizer.set_weight_decay(1e-3)
+    config = optimizer.get_config()
+    assert config["weight_decay"] == 1e-3 and config["variable_weight_decay"] is True
+    again = optimizers.Adam.from_config(config)
+    assert again.coupled_weight_decay == 1e-3 and [s.value for s in again.settings] == [1e-3]
+    assert optimizers.SGD().get_config()["variable_weight_decay"] is False
+    with pytest.raises(ValueError, match="variable_weight_decay=True"):
+        optimizers.SGD(weight_decay=1e-4).set_weight_decay(0.0)

@@ -36,9 +36,37 @@ def _check_non_negative(value, name):
 class _PaperRecipeMixin:
     """Global-norm clipping of the raw gradient before the update, and coupled L2 inside it."""
 
-    def _init_recipe(self, weight_decay, global_clipnorm):
-        self.coupled_weight_decay = _check_non_negative(weight_decay, "weight_decay")
+    def _init_recipe(self, weight_decay, global_clipnorm, variable_weight_decay=False):
+        weight_decay = _check_non_negative(weight_decay, "weight_decay")
         self.paper_global_clipnorm = _check_non_negative(global_clipnorm, "global_clipnorm")
+        self._constant_weight_decay = weight_decay
+        self._weight_decay_setting = None
+        self._weight_decay_read = _StepScalars()
+        if variable_weight_decay:
+            from unas_keras import _settings
+
+            self._weight_decay_setting = _settings.Setting(weight_decay or 0.0, name=f"{self.name}_weight_decay")
+
+    @property
+    def coupled_weight_decay(self):
+        """The coupled L2 factor (float), or None when it is 0."""
+        if self._weight_decay_setting is not None:
+            return self._weight_decay_setting.value or None
+        return self._constant_weight_decay
+
+    @property
+    def settings(self):
+        """The `unas_keras._settings.Setting`s the traced update reads (not checkpointed): the weight decay
+        with `variable_weight_decay=True`, then those of the learning-rate schedule, if it has any."""
+        own = [self._weight_decay_setting] if self._weight_decay_setting is not None else []
+        return own + list(getattr(self._learning_rate, "settings", []))
+
+    def set_weight_decay(self, weight_decay):
+        """Changes the weight decay of an optimizer built with `variable_weight_decay=True` (no new trace)."""
+        if self._weight_decay_setting is None:
+            raise ValueError("set_weight_decay needs an optimizer built with variable_weight_decay=True (its "
+                             "weight decay is a constant of the traced update).")
+        self._weight_decay_setting.assign(_check_non_negative(weight_decay, "weight_decay") or 0.0)
 
     def apply(self, grads, trainable_variables=None):
         """Clips the global gradient norm, then applies the update (see the module docstring)."""
@@ -46,16 +74,24 @@ class _PaperRecipeMixin:
             grads = _clip_global_norm(list(grads), self.paper_global_clipnorm)
         return super().apply(grads, trainable_variables)
 
-    def _decayed(self, gradient, variable):
-        """`d = g + weight_decay * w` (coupled L2, PyTorch `weight_decay`)."""
+    def _decayed(self, gradient, variable, learning_rate=None):
+        """`d = g + weight_decay * w` (coupled L2, PyTorch `weight_decay`).
+
+        With `variable_weight_decay` the factor is read from its variable (once per update, keyed by the
+        update's learning-rate tensor) and the decay is added even when it is 0 (`g + 0 * w == g`).
+        """
         gradient = ops.convert_to_tensor(gradient)
-        if not self.coupled_weight_decay:
+        if self._weight_decay_setting is not None:
+            decay = self._weight_decay_read.get(learning_rate, lambda: self._weight_decay_setting.read("float32"))
+            return ops.add(gradient, ops.multiply(ops.cast(decay, variable.dtype), variable))
+        if not self._constant_weight_decay:
             return gradient
-        return ops.add(gradient, ops.multiply(ops.cast(self.coupled_weight_decay, variable.dtype), variable))
+        return ops.add(gradient, ops.multiply(ops.cast(self._constant_weight_decay, variable.dtype), variable))
 
     def _recipe_config(self, config):
         config["weight_decay"] = self.coupled_weight_decay
         config["global_clipnorm"] = self.paper_global_clipnorm
+        config["variable_weight_decay"] = self._weight_decay_setting is not None
         return config
 
 
@@ -86,7 +122,8 @@ class _StepScalars:
     def get(self, learning_rate, compute):
         import tensorflow as tf
 
-        if not tf.is_tensor(learning_rate):  # a Python float is the same object at every step
+        # A Python float or a variable is the same object at every step (and in every traced function).
+        if not isinstance(learning_rate, tf.Tensor):
             return compute()
         if self._key is not learning_rate:
             self._key, self._values = learning_rate, compute()
@@ -146,18 +183,21 @@ class SGD(_PaperRecipeMixin, keras.optimizers.Optimizer):
         weight_decay: coupled L2 factor (PyTorch `weight_decay`); None or 0 disables it.
         global_clipnorm: clip the norm of the whole (global-batch) gradient; None disables it.
         name: optimizer name.
+        variable_weight_decay: hold `weight_decay` in a variable that the traced update reads (not
+            checkpointed; `set_weight_decay` changes it without tracing again); the decay is then added
+            also when it is 0.
         **kwargs: other `keras.optimizers.Optimizer` arguments (not `clipnorm`, `clipvalue`).
     """
 
     def __init__(self, learning_rate=0.05, momentum=0.9, nesterov=False, weight_decay=None,
-                 global_clipnorm=None, name="paper_sgd", **kwargs):
+                 global_clipnorm=None, name="paper_sgd", variable_weight_decay=False, **kwargs):
         _refuse_keras_clipping(kwargs)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
-        self._init_recipe(weight_decay, global_clipnorm)
+        self._init_recipe(weight_decay, global_clipnorm, variable_weight_decay)
 
     def build(self, variables):
         if self.built:
@@ -171,7 +211,7 @@ class SGD(_PaperRecipeMixin, keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        d = ops.cast(self._decayed(gradient, variable), variable.dtype)
+        d = ops.cast(self._decayed(gradient, variable, learning_rate), variable.dtype)
         if self.momentum and _fused_kernels_available(variable):
             import tensorflow as tf
 
@@ -209,17 +249,20 @@ class Adam(_PaperRecipeMixin, keras.optimizers.Optimizer):
         weight_decay: coupled L2 factor (PyTorch `weight_decay`); None or 0 disables it.
         global_clipnorm: clip the norm of the whole (global-batch) gradient; None disables it.
         name: optimizer name.
+        variable_weight_decay: hold `weight_decay` in a variable that the traced update reads (not
+            checkpointed; `set_weight_decay` changes it without tracing again); the decay is then added
+            also when it is 0.
         **kwargs: other `keras.optimizers.Optimizer` arguments (not `clipnorm`, `clipvalue`).
     """
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=None,
-                 global_clipnorm=None, name="paper_adam", **kwargs):
+                 global_clipnorm=None, name="paper_adam", variable_weight_decay=False, **kwargs):
         _refuse_keras_clipping(kwargs)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
-        self._init_recipe(weight_decay, global_clipnorm)
+        self._init_recipe(weight_decay, global_clipnorm, variable_weight_decay)
         self._step_scalars = _StepScalars()
 
     def build(self, variables):
@@ -236,7 +279,7 @@ class Adam(_PaperRecipeMixin, keras.optimizers.Optimizer):
             self._fused_update_step(gradient, variable, learning_rate)
             return
         lr = ops.cast(learning_rate, variable.dtype)
-        d = ops.cast(self._decayed(gradient, variable), variable.dtype)
+        d = ops.cast(self._decayed(gradient, variable, learning_rate), variable.dtype)
         t = ops.cast(self.iterations + 1, variable.dtype)
         bias_1 = 1.0 - ops.power(ops.cast(self.beta_1, variable.dtype), t)
         bias_2 = 1.0 - ops.power(ops.cast(self.beta_2, variable.dtype), t)
@@ -265,7 +308,7 @@ class Adam(_PaperRecipeMixin, keras.optimizers.Optimizer):
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
             beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr,
             beta1=ops.cast(self.beta_1, variable.dtype), beta2=ops.cast(self.beta_2, variable.dtype),
-            epsilon=epsilon, grad=ops.cast(self._decayed(gradient, variable), variable.dtype))
+            epsilon=epsilon, grad=ops.cast(self._decayed(gradient, variable, learning_rate), variable.dtype))
 
     def get_config(self):
         config = super().get_config()

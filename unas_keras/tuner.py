@@ -34,10 +34,11 @@ Trial cost. Before a search's first step TensorFlow traces and optimises the sup
 the warm-up and once for the search phase; on a short search that is most of the time (a minute or more
 for a DARTS supernet on a CPU). The tuner keeps the last trial's compiled search model in memory
 (`reuse_search_model=True`, see `unas_keras.search.model_cache`): a trial whose search has the same
-graph (the same settings and data shapes; trials that differ only by seed always do) runs on it with its
-own fresh initial state and skips the trace, with the same results as on a new model. A trial with other
-hyper-parameter values (`gen_gap_lambda`, learning rates, ...), another Hyperband budget or a latency
-target builds and traces its own model.
+graph (the same settings and data shapes; the seed, learning rates, weight decays, `gen_gap_lambda` and
+`temperature` are variables of the step, so trials that differ only in them always do) runs on it with
+its own fresh initial state and skips the trace, with the same results as on a new model. A trial with
+other values of the other hyper-parameters (`soften_eps`, `pair_penalty`, `epochs`, ...), another
+Hyperband budget or a latency target builds and traces its own model.
 
 Project folder (`directory/project_name`): keras-tuner's `oracle.json` and `tuner0.json`, and one
 `trial_<id>/` folder per trial holding keras-tuner's `trial.json`, the search's output folder `search/`
@@ -391,7 +392,8 @@ class UNASTuner(keras_tuner.engine.base_tuner.BaseTuner):
         search_verbose: verbosity of each search (0, 1 or 2; default: 0 when the tuner is quiet, else 1).
         reuse_search_model: keep the last trial's compiled search model, with its traced step, in memory
             and run the next trial on it when its search has the same graph (the same settings and data
-            shapes; trials that differ only by seed always do): that trial skips the trace, which is most
+            shapes; trials that differ only by seed, learning rates, weight decays, `gen_gap_lambda` or
+            `temperature` always do): that trial skips the trace, which is most
             of a short search's time, and gets the same results as on a new model (see
             `unas_keras.search.model_cache`). False builds and traces every trial's model anew.
         **options: fixed search settings (`temperature`, `gen_gap_lambda`, `soften_eps`, `sampling`,

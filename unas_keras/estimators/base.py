@@ -151,7 +151,40 @@ class Estimator:
             )
         if not float(temperature) > 0.0:
             raise ValueError(f"`temperature` must be > 0. Received: {temperature}")
-        self.temperature = float(temperature)
+        self._temperature = float(temperature)
+        self._temperature_setting = None
+
+    @property
+    def temperature(self):
+        """The relaxation temperature `tau` (float)."""
+        if self._temperature_setting is not None:
+            return self._temperature_setting.value
+        return self._temperature
+
+    def temperature_variable(self):
+        """Holds `temperature` in a variable that the relaxation reads from now on, and returns its setting.
+
+        Traced code then reads the variable instead of a constant, so that a traced step can be given another
+        temperature (`unas_keras._settings.Setting.assign`) without tracing again. The values are those of the
+        float up to float32 rounding (TensorFlow's graph optimiser turns a division by a constant into a
+        multiplication by its reciprocal, not a division by a variable). Call it where the caller creates its
+        state (in its `tf.distribute` scope); the variable is not among `variables` (a setting of the run, not
+        checkpointed state).
+
+        Returns:
+            The `unas_keras._settings.Setting` (the same one at every call).
+        """
+        if self._temperature_setting is None:
+            from unas_keras import _settings
+
+            self._temperature_setting = _settings.Setting(self._temperature, name="temperature")
+        return self._temperature_setting
+
+    def _tau(self, dtype):
+        """`temperature` as the relaxation uses it: the float, or a read of its variable."""
+        if self._temperature_setting is None:
+            return self._temperature
+        return self._temperature_setting.read(dtype)
 
     # ------------------------------------------------------------------ API
     def sample(self, logits, seed=None):

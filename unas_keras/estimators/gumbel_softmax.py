@@ -24,7 +24,7 @@ class GumbelSoftmax(base.Estimator):
         logits = base.check_float_tensor(logits, "logits", min_rank=1)
         log_p, _, z = base.gumbel_perturbed_logits(logits, seed)
         hard = base.hard_one_hot(z)
-        relaxed = ops.softmax(z / self.temperature, axis=-1)
+        relaxed = ops.softmax(z / self._tau(z.dtype), axis=-1)
         return base.CategoricalSample(hard=hard, relaxed=relaxed, log_prob=base.log_prob_of(hard, log_p))
 
     def surrogate_from_losses(self, log_prob, hard_loss, relaxed_loss, baseline=None):

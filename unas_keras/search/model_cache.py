@@ -3,32 +3,43 @@
 Tracing and optimising a supernet's search step takes from seconds (tiny supernets) to minutes (the
 default DARTS supernet), once per phase, and a new `SearchModel` traces again. A `ModelCache` passed to
 `unas_keras.search.runner.search(model_cache=...)` keeps the last search's compiled `SearchModel`; the
-next search whose graph is the same (`graph_key`: every setting that shapes the traced step; the seed is
-not one of them) runs on that model instead of a new one. The search still builds its fresh model
-(seconds; it gives exactly the initial weights a search of its own would start from) and
-`load_fresh_state` assigns every variable of that fresh model and of its optimizers (weights, logits,
-optimizer moments and step counters, metrics, the model's step counter and seed) to the cached
-model's, so a search on a reused model gives the same results as one on a new model. Keras' `fit` then
-runs the already traced `train_function`. With a cache the search seeds without clearing TensorFlow's
-kernel cache (`_compat.set_random_seed_keeping_functions`; the same seeds), which holds the step
-functions' instantiations: clearing it costs a graph optimisation per phase again (3 s + 10 s of a 25 s
-digits DARTS search, against 5.5 s without it).
+next search whose graph is the same (`graph_key`: every setting that shapes the traced step; the seed, the
+learning rates, the weight decays, `gen_gap_lambda` and `temperature` are variables, not part of it) runs
+on that model instead of a new one. The search still builds its fresh model (seconds; it gives exactly the
+initial weights a search of its own would start from) and `load_fresh_state` assigns every variable of
+that fresh model and of its optimizers (weights, logits, optimizer moments and step counters, metrics, the
+model's step counter and seed) and every hyper-parameter `Setting` (`settings`: rates, weight decays,
+`gen_gap_lambda`, `temperature`) to the cached model's, so a search on a reused model gives the same
+results as one on a new model. Keras' `fit` then runs the already traced `train_function`. With a cache
+the search seeds without clearing TensorFlow's kernel cache (`_compat.set_random_seed_keeping_functions`;
+the same seeds), which holds the step functions' instantiations: clearing it costs a graph optimisation
+per phase again (3 s + 10 s of a 25 s digits DARTS search, against 5.5 s without it).
 
-`unas_keras.UNASTuner` owns one cache: its trials usually differ only by seed, and from the second trial
-on they skip the trace. Searches with a latency model (its tables are constants of the graph and may be
-timed anew per search) and the custom distributed loop (multi-worker) are not reused.
+`unas_keras.UNASTuner` owns one cache: trials that differ only by seed, learning rates, weight decays,
+`gen_gap_lambda` or `temperature` skip the trace from the second trial on. Searches with a latency model
+(its tables are constants of the graph and may be timed anew per search) and the custom distributed loop
+(multi-worker) are not reused.
 """
 
 import json
 
+from unas_keras import _settings
 from unas_keras.search import checkpoint as checkpoint_lib
+
+# Settings of the configuration that the traced step reads from variables (`unas_keras._settings.Setting`:
+# the learning-rate schedules' rates, the optimizers' weight decays, the objective's lambda, the
+# estimator's temperature), so searches that differ only in them share a graph. `lr_reference_batch`
+# only scales the rates.
+VARIABLE_SETTINGS = ("weight_lr", "weight_lr_min", "arch_lr", "arch_lr_min", "lr_reference_batch",
+                     "weight_decay", "arch_weight_decay", "gen_gap_lambda", "temperature")
 
 
 def graph_key(config, input_shape, num_classes, steps_per_epoch, deterministic):
     """The key of a search's traced step: everything that shapes it, as a string.
 
-    The configuration is taken whole except its seed (a variable of the model): settings that do not
-    change the graph (e.g. `checkpoint_every_steps`) only make the key stricter.
+    The configuration is taken whole except its seed and `VARIABLE_SETTINGS` (variables of the model
+    and its optimizers): settings that do not change the graph (e.g. `checkpoint_every_steps`) only
+    make the key stricter.
 
     Args:
         config: the search's configuration dict (`SearchConfig.to_dict()`).
@@ -40,7 +51,7 @@ def graph_key(config, input_shape, num_classes, steps_per_epoch, deterministic):
     Returns:
         A string (JSON).
     """
-    settings = {k: v for k, v in config.items() if k != "seed"}
+    settings = {k: v for k, v in config.items() if k != "seed" and k not in VARIABLE_SETTINGS}
     return json.dumps({"config": settings, "input_shape": [int(d) for d in input_shape],
                        "num_classes": int(num_classes), "steps_per_epoch": int(steps_per_epoch),
                        "deterministic": bool(deterministic)}, sort_keys=True, default=str)
@@ -64,8 +75,20 @@ def state_variables(model, optimizers):
     return out
 
 
+def settings(model, optimizers):
+    """The `unas_keras._settings.Setting`s of a search (the model's, then each optimizer's), in a fixed order.
+
+    Hyper-parameters the traced step reads from variables; set when the objects are built, not
+    checkpointed (like the model's `seed_variable`).
+    """
+    out = list(getattr(model, "settings", []))
+    for optimizer in optimizers:
+        out.extend(getattr(optimizer, "settings", []))
+    return out
+
+
 def load_fresh_state(target, source):
-    """Assigns every state variable of `source` to the same variable of `target`.
+    """Assigns every state variable and setting of `source` to the same variable or setting of `target`.
 
     Args:
         target: `(model, optimizers)` to load into (the cached, traced model).
@@ -84,6 +107,11 @@ def load_fresh_state(target, source):
             raise ValueError(f"Cannot reuse the cached search model: its variable {t.path or t.name} "
                              f"{tuple(t.shape)} {t.dtype} does not match the new search's "
                              f"{s.path or s.name} {tuple(s.shape)} {s.dtype}.")
+    target_settings, source_settings = settings(*target), settings(*source)
+    try:
+        _settings.copy_settings(target_settings, source_settings, "the new search's model")
+    except ValueError as error:
+        raise ValueError(f"Cannot reuse the cached search model: {error}") from None
     checkpoint_lib.assign_all(targets, checkpoint_lib.snapshot(sources))
 
 

@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from unas_keras import _compat
+from unas_keras import _compat, _settings
 from unas_keras._validate import check_choice, check_float, check_int
 from unas_keras import estimators as estimators_lib
 from unas_keras.config.search_config import RELEASE_LATENCY_RAMP_STEPS, SAMPLINGS, SearchConfig
@@ -192,9 +192,10 @@ class SearchModel(keras.Model):
             estimator, temperature=temperature,
             **estimators_lib.accepted_options(estimator, baseline_decay=self.baseline_decay))
         self.objective = objective
-        self.gen_gap_lambda = check_float(gen_gap_lambda, "gen_gap_lambda")
+        # A variable, not a constant of the traced step: a reused model (`model_cache`) takes a new value.
+        self._gen_gap_lambda = _settings.Setting(check_float(gen_gap_lambda, "gen_gap_lambda"),
+                                                 name="gen_gap_lambda")
         self.pair_penalty = check_float(pair_penalty, "pair_penalty", allow_none=True)
-        self.temperature = self.estimator.temperature
         self.soften_eps = check_float(soften_eps, "soften_eps")
         self.sampling = sampling
         self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
@@ -235,6 +236,8 @@ class SearchModel(keras.Model):
         # tracked here so that it is checkpointed with the model.
         with keras.name_scope(self.name):
             self.estimator.create_state()
+            # A variable, not a constant of the traced step (as `gen_gap_lambda`).
+            self._temperature = self.estimator.temperature_variable()
         self._estimator_variables = list(self.estimator.variables)
         # The noise seed is a variable, not a constant of the traced step: a model reused for another
         # search (`unas_keras.search.model_cache`) takes that search's seed with its other variables.
@@ -249,6 +252,22 @@ class SearchModel(keras.Model):
         self.weight_optimizer = None
         self.arch_optimizer = None
         self.built = True
+
+    @property
+    def gen_gap_lambda(self):
+        """`lambda` of the generalization-gap objective (float; the traced step reads its variable)."""
+        return self._gen_gap_lambda.value
+
+    @property
+    def settings(self):
+        """The hyper-parameters the traced step reads from variables (`unas_keras._settings.Setting`), which
+        a model reused for another search takes from that search's model (not checkpointed)."""
+        return [self._gen_gap_lambda, self._temperature]
+
+    @property
+    def temperature(self):
+        """The estimator's relaxation temperature `tau` (float; the traced step reads its variable)."""
+        return self._temperature.value
 
     # ----------------------------------------------------------------- keras
     @property
@@ -713,8 +732,9 @@ class SearchModel(keras.Model):
     # ------------------------------------------------------------ objective and latency
     def _sample_objective(self, train_ce, val_ce, samples, num_samples, step, measured):
         """Per-sample objective `[N]`: network loss + pair penalty + latency hinge."""
-        per_example = objectives_lib.objective_per_example(
-            self.objective, train_ce, val_ce, self.gen_gap_lambda)
+        gen_gap_lambda = (self._gen_gap_lambda.read(train_ce.dtype) if self.objective == "gen_gap"
+                          else self.gen_gap_lambda)
+        per_example = objectives_lib.objective_per_example(self.objective, train_ce, val_ce, gen_gap_lambda)
         total = objectives_lib.per_sample(per_example, num_samples)
         if self.pair_penalty > 0:
             total = total + objectives_lib.pair_penalty(self.distribution.pair_overlap(samples),
