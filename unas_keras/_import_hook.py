@@ -61,6 +61,7 @@ KERAS_OBJECT_MODULES = (
     "unas_keras.optimizers",
     "unas_keras.search.distribution",
     "unas_keras.search.search_model",
+    "unas_keras.search.schedules",
 )
 
 _WATCHED = ("tensorflow", "keras")
