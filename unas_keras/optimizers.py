@@ -299,15 +299,16 @@ class Adam(_PaperRecipeMixin, keras.optimizers.Optimizer):
             beta_2_power = ops.power(self.beta_2, t)
             # ResourceApplyAdam adds epsilon before the bias correction of v; PyTorch after it.
             epsilon = self.epsilon * ops.sqrt(1.0 - beta_2_power)
-            return ops.cast(learning_rate, "float32"), beta_1_power, beta_2_power, epsilon
+            beta_1, beta_2 = (ops.convert_to_tensor(b, "float32") for b in (self.beta_1, self.beta_2))
+            return ops.cast(learning_rate, "float32"), beta_1_power, beta_2_power, epsilon, beta_1, beta_2
 
-        lr, beta_1_power, beta_2_power, epsilon = (
+        # Once per update, not per variable: a supernet has hundreds of variables, each a few graph nodes.
+        lr, beta_1_power, beta_2_power, epsilon, beta_1, beta_2 = (
             ops.cast(x, variable.dtype) for x in self._step_scalars.get(learning_rate, scalars))
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr,
-            beta1=ops.cast(self.beta_1, variable.dtype), beta2=ops.cast(self.beta_2, variable.dtype),
+            beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2,
             epsilon=epsilon, grad=ops.cast(self._decayed(gradient, variable, learning_rate), variable.dtype))
 
     def get_config(self):
