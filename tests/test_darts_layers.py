@@ -212,6 +212,38 @@ def test_dil_conv_stride2_equals_strided_dilated_convolution():
     np.testing.assert_allclose(y, direct, atol=1e-5)
 
 
+@pytest.mark.parametrize("side", [8, 7])
+def test_factorized_reduce_equals_two_strided_pointwise_convolutions(side):
+    # DARTS' FactorizedReduce: ReLU, conv_1 on x[::2, ::2] and conv_2 on x shifted by one pixel (zero
+    # padded at the end), concatenated, BN. Even sides take the space-to-depth path, odd the slices.
+    keras.utils.set_random_seed(5)
+    layer = FactorizedReduce(6, affine=False)
+    x = keras.random.normal((2, side, side, 5), seed=6)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        relu = ops.relu(x)
+        shifted = ops.pad(relu[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        halves = [ops.conv(relu[:, ::2, ::2, :], layer.conv_1.kernel),
+                  ops.conv(shifted[:, ::2, ::2, :], layer.conv_2.kernel)]
+        mean, var = tf.nn.moments(ops.concatenate(halves, axis=-1), axes=[0, 1, 2])
+        direct = (ops.concatenate(halves, axis=-1) - mean) / ops.sqrt(var + darts_ops.BN_EPSILON)
+        probe = keras.random.normal(y.shape, seed=7)
+        loss, direct_loss = ops.sum(probe * y), ops.sum(probe * direct)
+    np.testing.assert_allclose(y, direct, atol=1e-4)
+    for ours, reference in ((tape.gradient(loss, x), tape.gradient(direct_loss, x)),
+                            *zip(tape.gradient(loss, [layer.conv_1.kernel, layer.conv_2.kernel]),
+                                 tape.gradient(direct_loss, [layer.conv_1.kernel, layer.conv_2.kernel]))):
+        np.testing.assert_allclose(ours, reference, atol=2e-4)
+
+
+def test_even_odd_pixels_are_the_strided_slices():
+    x = keras.random.normal((2, 6, 4, 3), seed=0)
+    even, odd = darts_ops._even_odd_pixels(x)
+    np.testing.assert_array_equal(even, x[:, ::2, ::2, :])
+    np.testing.assert_array_equal(odd, x[:, 1::2, 1::2, :])
+
+
 def test_sep_conv_pads_symmetrically_at_stride_2():
     # A 3x3 kernel that picks the top-left tap reads row/col -1 first (zero padding).
     layer = SepConv(1, 3, stride=2, affine=False)
