@@ -240,3 +240,33 @@ def test_choice_skipping_gradients_equal_the_naive_sum(compiled):
     for path, g in zip(names, got[3:]):
         skipped = "/k3e3/" in path or "/k5e3/" in path
         assert (np.abs(g).max() == 0) == skipped, path
+
+
+def test_choice_skipping_per_example_rows_at_stride_2_equals_the_naive_sum():
+    """Per-example weights ([N, K]) at stride 2: a block is skipped only when below the threshold on
+    every row; values and all gradients equal the naive sum over the kept blocks (traced)."""
+    x = tf.constant(_rand((2, 8, 8, 8)))
+    w = tf.constant([[0.01, 0.3, 0.02, 0.04, 0.3, 0.33],
+                     [0.02, 0.2, 0.06, 0.01, 0.3, 0.41]], "float32")  # k3e3, k5e6 below 0.05 on both rows
+    layer = MBConvChoice(16, 2, BLOCK_CHOICES, skip_threshold=0.05)
+    layer(x, w)
+    kept = [k for k in range(6) if float(tf.reduce_max(w[:, k])) >= 0.05]
+    variables = [v.value for v in layer.trainable_variables]
+
+    @tf.function(autograph=False)
+    def gradients(naive):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            if naive:
+                y = sum(w[:, k, None, None, None] * layer.candidates[k](x, training=True) for k in kept)
+            else:
+                y = layer(x, w, training=True)
+            loss = tf.reduce_sum(tf.sin(y))
+        return [y] + tape.gradient(loss, [x, w] + variables, unconnected_gradients="zero")
+
+    got, want = gradients(False), gradients(True)
+    assert got[0].shape == (2, 4, 4, 16)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    skipped = [p for p, g in zip([v.path for v in layer.trainable_variables], got[3:]) if np.abs(g).max() == 0]
+    assert skipped and all("/k3e3/" in p or "/k5e6/" in p for p in skipped)
