@@ -26,7 +26,6 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from unas_keras.layers.depthwise_conv import DepthwiseConv2D
 from unas_keras.layers.fused_batch_norm import FusedBatchNormalization
 from unas_keras.space.darts import ALL_OPS
 
@@ -403,10 +402,11 @@ class SepConv(keras.layers.Layer):
         self.affine = affine
         self._padding = kernel_size // 2
         first_padding = "same" if stride == 1 else "valid"
-        # Depthwise layers with the fast CPU kernel gradient for 5x5 and 7x7 kernels (same weights).
-        self.dw_1 = DepthwiseConv2D(kernel_size, strides=stride, padding=first_padding, use_bias=False, name="dw_1")
+        self.dw_1 = keras.layers.DepthwiseConv2D(
+            kernel_size, strides=stride, padding=first_padding, use_bias=False, name="dw_1"
+        )
         self.bn_1 = batch_norm(affine, "bn_1")
-        self.dw_2 = DepthwiseConv2D(kernel_size, padding="same", use_bias=False, name="dw_2")
+        self.dw_2 = keras.layers.DepthwiseConv2D(kernel_size, padding="same", use_bias=False, name="dw_2")
         self.pw_2 = _pointwise(filters, groups, "pw_2")
         self.bn_2 = batch_norm(affine, "bn_2")
 
@@ -470,7 +470,7 @@ class DilConv(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.stride = _check_stride(stride)
         self.affine = affine
-        self.dw = DepthwiseConv2D(
+        self.dw = keras.layers.DepthwiseConv2D(
             kernel_size,
             padding="same",
             dilation_rate=self.dilation_rate if stride == 1 else 1,
