@@ -50,14 +50,15 @@ def _even_odd_pixels(x):
     """`(x[:, ::2, ::2, :], x[:, 1::2, 1::2, :])` of an NHWC tensor with even static sides.
 
     Computed as a space-to-depth and a split: the same values, but their gradient is a
-    depth-to-space and a concatenation, where TensorFlow's gradient of a stride-2 slice
-    (`StridedSliceGrad`) took ~30 ms per call on CPU (9% of a DARTS search step).
+    depth-to-space and a concatenation. The stride-2 slices and their gradients
+    (`StridedSliceGrad`, ~30 ms a call on CPU) took 9% of a DARTS search step's CPU time.
     """
     blocks = tf.split(tf.nn.space_to_depth(x, 2), 4, axis=-1)  # pixel (row % 2, col % 2) = block 2r + c
     return blocks[0], blocks[3]
 
 
 def _has_even_sides(x):
+    """Whether `x` (NHWC) has static, even height and width (`_even_odd_pixels` applies)."""
     height, width = x.shape[1], x.shape[2]
     return height is not None and width is not None and height % 2 == 0 and width % 2 == 0
 
