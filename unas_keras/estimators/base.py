@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import keras
 from keras import ops
 
+from unas_keras import _settings
 from unas_keras.estimators import seeds as seeds_lib
 
 # Uniform noise is kept inside [_EPS, 1 - _EPS] so Gumbel noise stays finite.
@@ -175,8 +176,6 @@ class Estimator:
             The `unas_keras._settings.Setting` (the same one at every call).
         """
         if self._temperature_setting is None:
-            from unas_keras import _settings
-
             self._temperature_setting = _settings.Setting(self._temperature, name="temperature")
         return self._temperature_setting
 

@@ -60,9 +60,10 @@ class Rebar(base.Estimator):
         logits = base.check_float_tensor(logits, "logits", min_rank=1)
         log_p, u, z = base.gumbel_perturbed_logits(logits, seed)
         hard = base.hard_one_hot(z)
-        zeta = ops.softmax(z / self._tau(z.dtype), axis=-1)
+        tau = self._tau(z.dtype)
+        zeta = ops.softmax(z / tau, axis=-1)
         z_tilde = conditional_perturbed_logits(log_p, u, z, hard)
-        zeta_tilde = ops.softmax(z_tilde / self._tau(z_tilde.dtype), axis=-1)
+        zeta_tilde = ops.softmax(z_tilde / tau, axis=-1)
         relaxed = zeta - zeta_tilde + ops.stop_gradient(zeta_tilde)
         return base.CategoricalSample(hard=hard, relaxed=relaxed, log_prob=base.log_prob_of(hard, log_p))
 
