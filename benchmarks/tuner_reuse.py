@@ -48,11 +48,11 @@ def _parse(argv):
     parser.add_argument("--mode", choices=("both", "reuse", "no_reuse"), default="both",
                         help="both: run the two modes, each in a child process, and compare them")
     args = parser.parse_args(argv)
+    args.value_list = [float(v) for v in args.values.split(",") if v]
     if args.vary != "seed":
-        values = [float(v) for v in args.values.split(",") if v]
-        if len(set(values)) < 2:
+        if len(set(args.value_list)) < 2:
             parser.error("--vary=NAME needs --values with at least two different values")
-        args.trials = len(values)
+        args.trials = len(args.value_list)
     return args
 
 
@@ -112,7 +112,7 @@ def _run_mode(args, reuse):
         import keras_tuner
 
         seeds, hyperparameters = [0], keras_tuner.HyperParameters()
-        hyperparameters.Choice(args.vary, [float(v) for v in args.values.split(",") if v])
+        hyperparameters.Choice(args.vary, args.value_list)
     directory = tempfile.mkdtemp(prefix="tuner_reuse_")
     tuner = uk.UNASTuner(space=args.space, max_trials=args.trials, seeds=seeds, directory=directory,
                          hyperparameters=hyperparameters,
