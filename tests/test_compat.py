@@ -15,7 +15,8 @@ import tensorflow as tf
 from unas_keras import _compat
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-_PRIVATE = re.compile(r"\._make_function\b|\._flatten_layers\b|\._collective_key_base\b|tensorflow\.python"
+_PRIVATE = re.compile(r"\._make_function\b|\._flatten_layers\b|\._collective_key_base\b|\._symbolic_build\b"
+                      r"|tensorflow\.python"
                       r"|keras\.src\b")
 
 
@@ -79,6 +80,26 @@ def test_make_train_function_runs_a_step_function_like_fit():
     assert len(calls) == 1
     after = model.predict(x, verbose=0)
     assert np.abs(after).mean() < np.abs(before).mean()  # the optimizer stepped towards y = 0
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_build_training_state_creates_the_variables_so_fit_traces_once(outputs):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    heads = [keras.layers.Dense(2, name=f"head{i}")(inputs) for i in range(outputs)]
+    model = keras.Model(inputs, heads if outputs == 2 else heads[0])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=["mse"] * outputs if outputs == 2 else "mse",
+                  metrics=[["mae"], []] if outputs == 2 else ["mae"])
+    _compat.build_training_state(model)
+    assert model.optimizer.built
+    variables = len(model.optimizer.variables) + len(model.metrics_variables)
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    model.fit(x, (y, y) if outputs == 2 else y, batch_size=4, epochs=2, verbose=0)
+    assert len(traces) == 1  # without the build: 2 (the first trace creates variables)
+    assert len(model.optimizer.variables) + len(model.metrics_variables) == variables
 
 
 def _call_config(function):

@@ -87,6 +87,19 @@ def test_conversion_methods_agree(tiny_model, inputs):
     np.testing.assert_allclose(a, tiny_model(inputs).numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("limit, expected", [(lat.tflite.FREEZE_LIMIT_BYTES, "frozen"), (0, "tracked")])
+def test_auto_conversion_freezes_models_under_the_limit(tiny_model, inputs, monkeypatch, limit, expected):
+    from unas_keras import _compat
+
+    frozen = []
+    freeze = _compat.convert_variables_to_constants
+    monkeypatch.setattr(_compat, "convert_variables_to_constants", lambda f: frozen.append(f) or freeze(f))
+    monkeypatch.setattr(lat.tflite, "FREEZE_LIMIT_BYTES", limit)
+    out = lat.run_tflite(lat.convert_to_tflite(tiny_model), inputs)
+    assert ("frozen" if frozen else "tracked") == expected
+    np.testing.assert_allclose(out, tiny_model(inputs).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_verify_detects_a_different_model(tiny_model, inputs):
     other = lat.convert_to_tflite(_tiny_model(seed=5))
     report = lat.verify_tflite(tiny_model, other, inputs)

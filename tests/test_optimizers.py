@@ -124,6 +124,17 @@ def test_compile_for_training_is_the_pytorch_sgd_update():
     assert _max_abs_diff(_fit_two_steps(keras_model, x, y), expected) > 100 * error + 1e-4
 
 
+def test_compile_for_training_builds_the_optimizer_so_fit_traces_once():
+    x, y = _data()
+    model = _compiled_sgd(_model())
+    assert model.optimizer.built
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)  # runs only while tracing
+    _fit_two_steps(model, x, y)
+    assert len(traces) == 1  # an optimizer built inside the first trace makes TensorFlow trace twice
+
+
 def test_adam_is_the_pytorch_adam_update_with_coupled_l2():
     x, y = _data()
     schedule = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=2)

@@ -60,6 +60,14 @@ def test_same_seed_same_score_and_seed_matters(digits, scored):
     assert not np.array_equal(first.model.get_weights()[0], other.model.get_weights()[0])
 
 
+def test_graph_optimization_does_not_change_the_score(digits, scored):
+    full = _score(digits, graph_optimization="full")  # `scored` ran with "auto": "lean" on a CPU
+    np.testing.assert_allclose(full.model.get_weights()[0], scored.model.get_weights()[0], rtol=1e-5, atol=1e-6)
+    assert full.metrics == pytest.approx(scored.metrics, rel=1e-5)
+    with pytest.raises(ValueError, match="graph_optimization"):
+        _score(digits, graph_optimization="fast")
+
+
 def test_resume_from_backup_positions_the_data_stream(tmp_path, digits):
     train_ds, _, _ = digits
     starts = []

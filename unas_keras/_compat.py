@@ -25,6 +25,23 @@ def flatten_layers(layer, include_self=True, recursive=True):
     return list(layer._flatten_layers(include_self=include_self, recursive=recursive))  # noqa: SLF001
 
 
+def build_training_state(model):
+    """Creates a compiled, built model's optimizer, loss and metric variables before its first `fit`.
+
+    Targets are taken to have the shapes of the model's outputs (one-hot labels of logits); a model with
+    several outputs gets a tuple of targets.
+
+    Why private (`Trainer._symbolic_build`): Keras runs it itself only when a model is used under a
+    `tf.distribute` strategy; otherwise those variables are created inside the first trace of the train
+    function, and TensorFlow traces a function that creates variables twice. Building them first took
+    the first step of a derived DARTS network (8 cells, 16x16, batch 64, one CPU thread busy) from
+    10.8-12.2 s to 7.2-7.7 s. `optimizer.build` alone does not: the metrics still force the second trace.
+    """
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    targets = model.outputs[0] if len(model.outputs) == 1 else tuple(model.outputs)
+    model._symbolic_build(data_batch=(inputs, targets))  # noqa: SLF001
+
+
 def make_train_function(model, step_function):
     """Keras' own train function around `step_function` (for `Model.make_train_function`).
 
@@ -169,6 +186,7 @@ def set_random_seed_keeping_functions(seed):
 
 __all__ = [
     "advance_mirrored_collective_keys",
+    "build_training_state",
     "convert_variables_to_constants",
     "disable_op_determinism",
     "flatten_layers",

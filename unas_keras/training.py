@@ -16,7 +16,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from unas_keras import _atomic, optimizers
+from unas_keras import _atomic, _compat, optimizers
 
 from unas_keras.layers.drop_path import DropPathSchedule  # noqa: F401  (re-exported)
 
@@ -67,7 +67,7 @@ def compile_for_training(model, steps_per_epoch, epochs, learning_rate=0.05, mom
             together (`None` disables it).
 
     Returns:
-        The compiled model.
+        The compiled model; when it is built, its optimizer, loss and metrics are built too.
     """
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}.")
@@ -81,6 +81,8 @@ def compile_for_training(model, steps_per_epoch, epochs, learning_rate=0.05, mom
                       metrics=[["accuracy"], []])
     else:
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    if model.built:
+        _compat.build_training_state(model)  # else fit traces its train function twice
     return model
 
 

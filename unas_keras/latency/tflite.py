@@ -1,14 +1,16 @@
 """Keras -> TFLite conversion and Keras-vs-LiteRT verification.
 
 Conversion traces the model's inference function (`training=False`) with a
-fixed input signature and converts it with `TFLiteConverter.
-from_concrete_functions`, passing a `tf.Module` that tracks the variables so
-they are frozen (Keras 3 models are not TensorFlow trackables); the
-alternative route through a SavedModel (`model.export(...,
-format="tf_saved_model")` + `from_saved_model`) gives the same model but is
-several times slower. The signature has a fixed batch size (1 by default),
-the deployment setting latency is measured in.
-"""
+fixed input signature, folds the variables into constants and converts the
+frozen function with `TFLiteConverter.from_concrete_functions`. Two other
+routes give the same model more slowly: the traced function with a `tf.Module`
+that tracks the variables (Keras 3 models are not TensorFlow trackables), which
+the converter saves as a SavedModel first (int8 export of a derived DARTS
+network: 11 s against 5 s frozen), and `model.export(...,
+format="tf_saved_model")` + `from_saved_model`. A frozen graph is one protocol
+buffer, limited to 2 GiB, so models with 1 GiB of weights or more take the
+`tf.Module` route. The signature has a fixed batch size (1 by default), the
+deployment setting latency is measured in."""
 
 import dataclasses
 import os
@@ -21,7 +23,10 @@ from unas_keras import _compat
 from unas_keras._atomic import write_bytes_atomic
 
 #: Ways to turn a Keras model into a TFLite model (see `convert_to_tflite`).
-CONVERSION_METHODS = ("concrete", "saved_model", "frozen_graph")
+CONVERSION_METHODS = ("auto", "concrete", "saved_model", "frozen_graph")
+#: `method="auto"` freezes models whose weights take less than this; a frozen graph is one protocol buffer
+#: (at most 2 GiB).
+FREEZE_LIMIT_BYTES = 1 << 30
 #: Supported quantization modes.
 QUANTIZE_MODES = ("none", "float16", "int8")
 
@@ -92,8 +97,12 @@ def _as_batches(representative_data, input_shape):
             yield row[None]
 
 
+def _weight_bytes(model):
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+
+
 def convert_to_tflite(model, quantize="none", representative_data=None, input_shape=None,
-                      batch_size=1, integer_io=False, method="concrete"):
+                      batch_size=1, integer_io=False, method="auto"):
     """Converts a Keras model to a TFLite flatbuffer.
 
     Args:
@@ -110,13 +119,15 @@ def convert_to_tflite(model, quantize="none", representative_data=None, input_sh
             latency).
         integer_io: for `"int8"`: make the model's input and output int8 too
             (otherwise they stay float32, with (de)quantization at the edges).
-        method: `"concrete"` (default: the model's inference function traced
-            once and converted with its variables frozen; several times faster)
-            or `"saved_model"` (`model.export(..., format="tf_saved_model")`
-            then `TFLiteConverter.from_saved_model`) or `"frozen_graph"`
-            (variables folded into constants first, then TensorFlow's older
-            converter path; about twice as fast as `"concrete"`, used for
-            timing many models). All give the same model.
+        method: `"frozen_graph"` (the inference function traced once, its
+            variables folded into constants, then converted), `"concrete"`
+            (the traced function with its variables tracked by a `tf.Module`;
+            the converter saves a SavedModel first: about twice as slow),
+            `"saved_model"` (`model.export(..., format="tf_saved_model")` then
+            `TFLiteConverter.from_saved_model`; slower still) or `"auto"`
+            (default: `"frozen_graph"` for models with less than
+            `FREEZE_LIMIT_BYTES` of weights, else `"concrete"`). All give the
+            same model.
 
     Returns:
         The `.tflite` model as bytes.
@@ -140,6 +151,8 @@ def convert_to_tflite(model, quantize="none", representative_data=None, input_sh
     signature = [tf.TensorSpec((batch_size,) + shape, tf.float32)]
     if method not in CONVERSION_METHODS:
         raise ValueError(f"Unknown conversion method {method!r}; expected one of {list(CONVERSION_METHODS)}.")
+    if method == "auto":
+        method = "frozen_graph" if _weight_bytes(model) < FREEZE_LIMIT_BYTES else "concrete"
     with tempfile.TemporaryDirectory(prefix="unas_keras_tflite_") as tmp:
         if method == "saved_model":
             export_dir = os.path.join(tmp, "saved_model")
