@@ -198,6 +198,7 @@ class SGD(_PaperRecipeMixin, keras.optimizers.Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self._init_recipe(weight_decay, global_clipnorm, variable_weight_decay)
+        self._step_scalars = _StepScalars()
 
     def build(self, variables):
         if self.built:
@@ -210,17 +211,19 @@ class SGD(_PaperRecipeMixin, keras.optimizers.Optimizer):
                     self.add_variable_from_reference(reference_variable=variable, name="momentum"))
 
     def update_step(self, gradient, variable, learning_rate):
-        lr = ops.cast(learning_rate, variable.dtype)
         d = ops.cast(self._decayed(gradient, variable, learning_rate), variable.dtype)
         if self.momentum and _fused_kernels_available(variable):
             import tensorflow as tf
 
+            # Once per update, not per variable (a graph node each for hundreds of variables).
+            lr, momentum = (ops.cast(x, variable.dtype) for x in self._step_scalars.get(
+                learning_rate, lambda: (ops.cast(learning_rate, "float32"), ops.convert_to_tensor(self.momentum))))
             # accum = momentum * accum + d; w -= lr * accum (or lr * (d + momentum * accum)).
             buf = self.momentum_buffers[self._get_variable_index(variable)]
             tf.raw_ops.ResourceApplyMomentum(var=_handle(variable), accum=_handle(buf), lr=lr, grad=d,
-                                             momentum=ops.cast(self.momentum, variable.dtype),
-                                             use_nesterov=self.nesterov)
+                                             momentum=momentum, use_nesterov=self.nesterov)
             return
+        lr = ops.cast(learning_rate, variable.dtype)
         if self.momentum:
             buf = self.momentum_buffers[self._get_variable_index(variable)]
             self.assign(buf, ops.add(ops.multiply(buf, self.momentum), d))
