@@ -1,4 +1,5 @@
-"""How TensorFlow's graph optimiser (Grappler) treats the search step: its defaults, or a lean set on CPU.
+"""How TensorFlow's graph optimiser (Grappler) treats the search step (and derived-network training): its
+defaults, or a lean set on CPU.
 
 The first call of a traced search step runs Grappler over the whole step graph (tens of thousands of
 nodes), and on a CPU-only host most of its passes find nothing to do. Measured on the benchmark
@@ -14,6 +15,10 @@ altogether started about as fast but used 300-700 MB more memory.
 
 On hosts with a GPU or TPU the layout optimiser and remapper matter, so "auto" keeps TensorFlow's
 defaults there.
+
+Training and evaluating a derived network (`unas_keras.scoring.score_architecture`) use the same
+settings: the first step of a derived DARTS network (8 cells, 16x16, batch 64) took 8.2 s instead of
+10.5 s, at the same step time.
 """
 
 import tensorflow as tf
