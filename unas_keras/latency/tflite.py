@@ -10,7 +10,8 @@ network: 11 s against 5 s frozen), and `model.export(...,
 format="tf_saved_model")` + `from_saved_model`. A frozen graph is one protocol
 buffer, limited to 2 GiB, so models with 1 GiB of weights or more take the
 `tf.Module` route. The signature has a fixed batch size (1 by default), the
-deployment setting latency is measured in."""
+deployment setting latency is measured in.
+"""
 
 import dataclasses
 import os
@@ -98,7 +99,9 @@ def _as_batches(representative_data, input_shape):
 
 
 def _weight_bytes(model):
-    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+    import tensorflow as tf
+
+    return sum(int(np.prod(w.shape)) * tf.as_dtype(w.dtype).size for w in model.weights)
 
 
 def convert_to_tflite(model, quantize="none", representative_data=None, input_shape=None,
