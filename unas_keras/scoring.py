@@ -102,9 +102,8 @@ def score_architecture(architecture, train_batches, val_batches, *, num_classes,
         latency: `LatencySettings` to time the network with LiteRT, or None.
         graph_optimization: how TensorFlow's graph optimiser treats the training and evaluation
             functions: "auto", "lean" or "full", as for the search step
-            (`unas_keras.search.graph_optimization`). The results do not depend on it; on a CPU "lean"
-            took the first step of a derived DARTS network (8 cells, 16x16, batch 64) from 10.5 to 8.2 s
-            at the same step time.
+            (`unas_keras.search.graph_optimization`, which has the measurements). The results do not
+            depend on it.
 
     Returns:
         A `Score`.
