@@ -44,6 +44,20 @@ class _Block(keras.layers.Layer):
         return self.inner(x) + self.pair[0](x) + self.pair[1](x)
 
 
+def test_in_xla_compilation_tells_jit_compiled_traces_apart():
+    seen = []
+
+    def probe(kind):
+        seen.append((kind, _compat.in_xla_compilation()))
+        return tf.constant(1.0)
+
+    seen.append(("eager", _compat.in_xla_compilation()))
+    tf.function(lambda: probe("plain"))()
+    tf.function(lambda: probe("xla"), jit_compile=True)()
+    tf.function(lambda: tf.function(lambda: probe("nested"))(), jit_compile=True)()
+    assert seen == [("eager", False), ("plain", False), ("xla", True), ("nested", True)]
+
+
 def test_flatten_layers_walks_nested_layers():
     block = _Block(name="block")
     inputs = keras.Input((4,), name="images")  # named: Keras numbers unnamed inputs per process

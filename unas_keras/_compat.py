@@ -14,6 +14,20 @@ and a moved private module must break only the feature that uses it.
 import contextlib
 
 
+def in_xla_compilation():
+    """Whether the function being traced will be compiled by XLA (`tf.function(jit_compile=True)`).
+
+    Why private (`control_flow_util.GraphOrParentsInXlaContext`): TensorFlow marks the trace of a
+    `jit_compile` function only by an XLA control-flow context on the graph; no public call reports it.
+    `MBConvChoice` needs to know while tracing: its fast path for one-hot samples gathers variable
+    handles, which XLA cannot compile (the failure would come only when the step first runs).
+    """
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
 def flatten_layers(layer, include_self=True, recursive=True):
     """Every layer nested in `layer`, each once, depth first (`layer` itself first if `include_self`).
 

@@ -30,7 +30,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         **kwargs: `keras.layers.BatchNormalization` arguments.
     """
 
-    def _can_fuse(self, inputs, training, mask):
+    def can_fuse(self, inputs, training, mask=None):
+        """Whether `call` with these arguments runs the fused op (else the parent class's call)."""
         return (
             training is True
             and self.trainable
@@ -43,7 +44,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
 
     def call(self, inputs, training=None, mask=None):
-        if not self._can_fuse(inputs, training, mask):
+        if not self.can_fuse(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
         # Constants, not tf.ones / tf.zeros: one graph node each instead of three.

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from unas_keras.layers import mbconv_select
 from unas_keras.layers.mbconv import MBConv, conv_output_side
 from unas_keras.space.proxyless import ZERO, parse_block
 
@@ -128,8 +129,11 @@ class MBConvChoice(keras.layers.Layer):
             op_weights: `[N, K]` or `[1, K]` candidate weights.
             training: Keras training flag.
             one_hot: promise that `op_weights` is one-hot (a hard sample).
-                With one row for the minibatch, only the chosen block runs
-                (`switch`: one branch executes), whatever `skip_threshold`.
+                With one row for the minibatch, only the chosen block runs,
+                whatever `skip_threshold`: in training, one block traced for
+                all that reads the chosen block's weights
+                (`unas_keras.layers.mbconv_select`), else a `switch` (one
+                branch executes).
 
         Returns:
             `[N, H', W', out_channels]`.
@@ -142,8 +146,11 @@ class MBConvChoice(keras.layers.Layer):
             )
         if one_hot and op_weights.shape[0] == 1:
             index = ops.argmax(op_weights[0])
-            chosen = ops.switch(index, [lambda x, op=op: op(x, training=training) for op in self.candidates],
-                                inputs)
+            if mbconv_select.can_select(self._blocks(), inputs, training):
+                chosen = self._selected_call(index, inputs, training)
+            else:
+                chosen = ops.switch(
+                    index, [lambda x, op=op: op(x, training=training) for op in self.candidates], inputs)
             return ops.take(op_weights[0], index) * chosen
         out_shape = None
         total = None
@@ -176,6 +183,28 @@ class MBConvChoice(keras.layers.Layer):
                 term = ops.cond(ops.max(scale) >= self.skip_threshold, branch, skipped)
             total = term if total is None else total + term
         return total
+
+    def _blocks(self):
+        return [op for op in self.candidates if isinstance(op, MBConv)]
+
+    def _selected_call(self, index, inputs, training):
+        """Candidate `index`'s output, one block traced for all (see `mbconv_select`)."""
+        # Candidate position -> position among the blocks (`zero` maps to block 0, computed and dropped).
+        block_of = [0] * len(self.choices)
+        for position, choice in enumerate(c for c in self.choices if c != ZERO):
+            block_of[self.choices.index(choice)] = position
+        index = ops.cast(index, "int32")
+        is_zero = (ops.equal(index, self.choices.index(ZERO)) if ZERO in self.choices
+                   else ops.convert_to_tensor(False))
+        block = mbconv_select.selected_block_call(
+            self._blocks(), ops.take(ops.convert_to_tensor(block_of, "int32"), index), inputs,
+            update=ops.logical_not(is_zero))
+        if ZERO not in self.choices:
+            return block
+        zero = self.candidates[self.choices.index(ZERO)]
+        # A cond, so that dropout draws its random numbers only when `zero` is chosen, as in the switch.
+        skipped = ops.cond(is_zero, lambda: zero(inputs, training=training), lambda: inputs)
+        return ops.where(is_zero, skipped, block)
 
     def get_config(self):
         config = super().get_config()
