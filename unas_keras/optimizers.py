@@ -21,6 +21,8 @@ with a model (`import unas_keras` registers them).
 import keras
 from keras import ops
 
+from unas_keras._variables import resource_handle
+
 __all__ = ["Adam", "SGD"]
 
 
@@ -105,11 +107,6 @@ def _fused_kernels_available(variable):
     same updates in one kernel each.
     """
     return keras.backend.backend() == "tensorflow" and hasattr(variable, "handle")
-
-
-def _handle(variable):
-    """The resource handle of a (Keras or TensorFlow) variable."""
-    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
 
 class _StepScalars:
@@ -220,8 +217,8 @@ class SGD(_PaperRecipeMixin, keras.optimizers.Optimizer):
                 learning_rate, lambda: (ops.cast(learning_rate, "float32"), ops.convert_to_tensor(self.momentum))))
             # accum = momentum * accum + d; w -= lr * accum (or lr * (d + momentum * accum)).
             buf = self.momentum_buffers[self._get_variable_index(variable)]
-            tf.raw_ops.ResourceApplyMomentum(var=_handle(variable), accum=_handle(buf), lr=lr, grad=d,
-                                             momentum=momentum, use_nesterov=self.nesterov)
+            tf.raw_ops.ResourceApplyMomentum(var=resource_handle(variable), accum=resource_handle(buf), lr=lr,
+                                             grad=d, momentum=momentum, use_nesterov=self.nesterov)
             return
         lr = ops.cast(learning_rate, variable.dtype)
         if self.momentum:
@@ -310,7 +307,8 @@ class Adam(_PaperRecipeMixin, keras.optimizers.Optimizer):
             ops.cast(x, variable.dtype) for x in self._step_scalars.get(learning_rate, scalars))
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
+            var=resource_handle(variable), m=resource_handle(self._momentums[index]),
+            v=resource_handle(self._velocities[index]),
             beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2,
             epsilon=epsilon, grad=ops.cast(self._decayed(gradient, variable, learning_rate), variable.dtype))
 

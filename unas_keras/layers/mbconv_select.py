@@ -18,6 +18,7 @@ later uses after them.
 import tensorflow as tf
 
 from unas_keras import _compat
+from unas_keras._variables import resource_handle
 
 
 def can_select(blocks, inputs, training):
@@ -97,7 +98,7 @@ class _Picked:
 
     def read(self, variables):
         """The chosen variable's value, and a slot for `write`."""
-        handles = [_handle(v) for v in variables]
+        handles = [resource_handle(v) for v in variables]
         chosen = tf.gather(tf.stack(handles), self.index)
         value = tf.raw_ops.ReadVariableOp(resource=chosen, dtype=tf.float32)
         self.used.append((handles, [] if tf.executing_eagerly() else [value.op], chosen))
@@ -117,10 +118,6 @@ class _Picked:
         for handles, ops, _ in self.used:
             with tf.control_dependencies(ops):
                 tf.stack(handles)  # the fence: later uses of these variables come after `ops`
-
-
-def _handle(variable):
-    return variable.value.handle
 
 
 def _batch_norms(block):
